@@ -1,0 +1,44 @@
+"""Console script `abaw`: one subcommand per module, imported only when it runs (fast --help)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+
+from abaw_lightning.errors import UserError
+
+COMMANDS = {
+    "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
+    "prepare": ("abaw_lightning.data.prepare", "build the training parts from the real datasets"),
+}
+"""Subcommand -> (module defining `add_arguments(parser)` and `run(args) -> int`, help)."""
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser; only the module of the subcommand named in `argv` is imported."""
+    parser = argparse.ArgumentParser(prog="abaw", description="abaw-lightning command line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if argv[:1] == [name]:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
