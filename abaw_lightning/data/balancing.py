@@ -1,0 +1,82 @@
+"""Balancing protocol of METHOD.md section 1: decimation of Aff-Wild2 frames and sampler weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import WeightedRandomSampler
+
+VA_EDGES = np.linspace(-1.0, 1.0, 21)
+"""Fixed 20x20 valence-arousal histogram edges over [-1, 1] on both axes."""
+
+# (class, keep every k-th) in the order the released code applied them: Neutral, Happiness, Sadness.
+EXPR_DECIMATION = ((0, 10), (4, 2), (5, 2))
+
+
+def decimate_expr(expr: np.ndarray) -> np.ndarray:
+    """Keep-mask of the EXPR decimation: each pass renumbers the survivors, then thins one class."""
+    expr = np.asarray(expr)
+    keep = np.ones(len(expr), dtype=bool)
+    for cls, k in EXPR_DECIMATION:
+        survivors = np.flatnonzero(keep)
+        number = np.arange(len(survivors))
+        keep[survivors[(expr[survivors] == cls) & (number % k != 0)]] = False
+    return keep
+
+
+def decimate_every(n: int, k: int) -> np.ndarray:
+    """Keep-mask over n rows numbered 0..n-1 that keeps the rows whose number is a multiple of k."""
+    if k < 1:
+        raise ValueError(f"decimation step must be >= 1, got {k}")
+    return np.arange(n) % k == 0
+
+
+def _inverse_counts(keys: np.ndarray) -> np.ndarray:
+    """1 / (number of rows sharing each row's key)."""
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse.reshape(-1)]
+
+
+def va_bin_index(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
+    """Flat 20x20 bin number (valence bin * 20 + arousal bin); exactly 1 goes to the last bin."""
+    valence = np.asarray(valence, dtype=np.float64)
+    arousal = np.asarray(arousal, dtype=np.float64)
+    if np.isnan(valence).any() or np.isnan(arousal).any():
+        raise ValueError("valence/arousal weights need every row labelled (NaN found)")
+    last = len(VA_EDGES) - 2
+    v = np.clip(np.searchsorted(VA_EDGES, valence, side="right") - 1, 0, last)
+    a = np.clip(np.searchsorted(VA_EDGES, arousal, side="right") - 1, 0, last)
+    return v * (last + 1) + a
+
+
+def expr_weights(expr: np.ndarray) -> np.ndarray:
+    """Sampler weight 1 / count(class) for the `expr` part (every row labelled)."""
+    expr = np.asarray(expr)
+    if (expr < 0).any():
+        raise ValueError("expression weights need every row labelled (-1 found)")
+    return _inverse_counts(expr)
+
+
+def va_weights(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
+    """Sampler weight 1 / count(VA bin) over the fixed 20x20 histogram, for the `va` part."""
+    return _inverse_counts(va_bin_index(valence, arousal))
+
+
+def expr_va_weights(expr: np.ndarray, valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
+    """Sampler weight (1/count(class) + 1/count(VA bin)) / max, for the `expr_va` part."""
+    weights = expr_weights(expr) + va_weights(valence, arousal)
+    return weights / weights.max() if len(weights) else weights
+
+
+def weighted_sampler(
+    weights: np.ndarray, num_samples: int | None = None, seed: int = 0
+) -> WeightedRandomSampler:
+    """Draw rows with replacement in proportion to `weights`, from its own seeded generator."""
+    weights_t = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(
+        weights_t,
+        num_samples=len(weights_t) if num_samples is None else num_samples,
+        replacement=True,
+        generator=generator,
+    )
