@@ -69,6 +69,31 @@ def test_window_augmentation_is_one_draw_for_all_frames():
     assert len({out[0].tobytes() for out in outs}) > 2
 
 
+def _crop_params(out: np.ndarray, frame: np.ndarray) -> set[tuple[int, int, bool]]:
+    """Every (top, left, flipped) whose crop of `frame` equals `out`."""
+    size = out.shape[0]
+    found = set()
+    for flipped in (False, True):
+        source = frame[:, ::-1] if flipped else frame
+        for top in range(frame.shape[0] - size + 1):
+            for left in range(frame.shape[1] - size + 1):
+                if (source[top : top + size, left : left + size] == out).all():
+                    found.add((top, left, flipped))
+    return found
+
+
+def test_window_draw_uses_same_offset_and_flip_for_different_frames():
+    frames = np.stack([_image(16, 16, seed=20 + i) for i in range(3)])
+    transform = train_transform(size=12, resize=16, seed=9)  # resize 16 -> 16 is the identity
+    params = []
+    for _ in range(6):
+        out = transform.frames(frames)
+        found = [_crop_params(out[i], frames[i]) for i in range(3)]
+        assert len(found[0]) == 1 and found[0] == found[1] == found[2]
+        params.append(found[0].pop())
+    assert len(set(params)) > 1
+
+
 class _Repeated(Dataset):
     """The same image n times through a transform: any difference comes from the augmentation."""
 
