@@ -108,3 +108,16 @@ def test_sampler_defaults_and_seed_reproducibility():
     assert first == list(weighted_sampler(weights, seed=7))
     assert first != list(weighted_sampler(weights, seed=8))
     assert all(0 <= i < 50 for i in first)
+
+
+def test_sampler_draws_depend_on_seed_and_epoch_only():
+    weights = np.ones(50)
+    sampler = weighted_sampler(weights, seed=3)
+    sampler.set_epoch(4)
+    epoch_4 = list(sampler)
+    sampler.set_epoch(5)
+    epoch_5 = list(sampler)
+    resumed = weighted_sampler(weights, seed=3)
+    resumed.set_epoch(4)
+    assert list(resumed) == epoch_4
+    assert epoch_5 != epoch_4

@@ -68,15 +68,27 @@ def expr_va_weights(expr: np.ndarray, valence: np.ndarray, arousal: np.ndarray) 
     return weights / weights.max() if len(weights) else weights
 
 
+class EpochWeightedSampler(WeightedRandomSampler):
+    """A `WeightedRandomSampler` whose draws depend on (seed, epoch) only.
+
+    Lightning calls `set_epoch` at the start of every epoch, so a resumed run draws the same rows
+    in its later epochs as an uninterrupted one.
+    """
+
+    def __init__(self, weights: torch.Tensor, num_samples: int, seed: int) -> None:
+        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+
 def weighted_sampler(
     weights: np.ndarray, num_samples: int | None = None, seed: int = 0
-) -> WeightedRandomSampler:
+) -> EpochWeightedSampler:
     """Draw rows with replacement in proportion to `weights`, from its own seeded generator."""
     weights_t = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-    generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(
-        weights_t,
-        num_samples=len(weights_t) if num_samples is None else num_samples,
-        replacement=True,
-        generator=generator,
+    return EpochWeightedSampler(
+        weights_t, len(weights_t) if num_samples is None else num_samples, seed
     )
