@@ -1,0 +1,320 @@
+"""`abaw prepare`: the four datasets -> the prepared folder of README "Prepared dataset layout"."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from abaw_lightning.data import balancing
+from abaw_lightning.data.crops import (
+    CROP_SIZE,
+    JPEG_QUALITY,
+    CropJob,
+    eye_aligned_affine,
+    landmark_square,
+    make_crops,
+)
+from abaw_lightning.data.readers import AFFWILD2_IMAGES, COLUMNS, Skipped, require_dir
+from abaw_lightning.data.readers.afew_va import read_afew_va
+from abaw_lightning.data.readers.affectnet import read_affectnet
+from abaw_lightning.data.readers.affwild2 import images_dir, read_affwild2
+from abaw_lightning.data.readers.expw import read_expw
+from abaw_lightning.errors import UserError
+
+DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+EXPR_VA_SOURCES = ("affectnet", "affwild2")
+SOURCES = ("affwild2", "expw", "afew_va", "affectnet")
+VA_STEP = 5
+"""The `va` part keeps Aff-Wild2 rows whose number is a multiple of this (METHOD.md section 1)."""
+EXPR_VA_STEP = 3
+"""The `affwild2` variant of `expr_va` keeps rows whose number is a multiple of this."""
+KEY = ["video", "frame"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `abaw prepare`."""
+    parser.add_argument("--affwild2", required=True, type=Path, help="Aff-Wild2 root")
+    parser.add_argument("--expw", type=Path, help="ExpW root (image/origin, label/label.lst)")
+    parser.add_argument("--afew-va", type=Path, help="AFEW-VA root (01..12/<clip>/ or <clip>/)")
+    parser.add_argument("--affectnet", type=Path, help="AffectNet manually annotated release")
+    parser.add_argument("--out", required=True, type=Path, help="prepared folder to (re)build")
+    parser.add_argument(
+        "--expr-va-source",
+        choices=EXPR_VA_SOURCES,
+        default="affectnet",
+        help="source of the expr_va part (default: affectnet)",
+    )
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="cropping processes")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `abaw prepare`."""
+    prepare(
+        args.affwild2,
+        args.out,
+        expw=args.expw,
+        afew_va=args.afew_va,
+        affectnet=args.affectnet,
+        expr_va_source=args.expr_va_source,
+        workers=args.workers,
+    )
+    return 0
+
+
+def share_labels(expr: pd.DataFrame, va: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """EXPR rows with VA of the same (video, frame) of `va`, and VA rows with `expr`'s expression.
+
+    Call it with tables of one split only: labels never cross splits.
+    """
+    with_va = expr.drop(columns=["valence", "arousal"]).merge(
+        va[[*KEY, "valence", "arousal"]], on=KEY, how="left", validate="one_to_one"
+    )
+    with_expr = va.drop(columns=["expr"]).merge(
+        expr[[*KEY, "expr"]], on=KEY, how="left", validate="one_to_one"
+    )
+    with_expr["expr"] = with_expr["expr"].fillna(-1).astype(np.int8)
+    return with_va[COLUMNS], with_expr[COLUMNS]
+
+
+def _build_part(affwild2_rows: pd.DataFrame, keep: np.ndarray, other: pd.DataFrame | None):
+    """Decimated Aff-Wild2 rows followed by the other source's rows, index reset."""
+    tables = [affwild2_rows[keep]] + ([other[COLUMNS]] if other is not None else [])
+    return pd.concat(tables, ignore_index=True)
+
+
+def _crop_source(
+    name: str, rows: pd.DataFrame, jobs: list[CropJob], workers: int, skipped: Skipped
+) -> tuple[pd.DataFrame, dict]:
+    """Rows whose crop exists after cropping; failures skipped and counted with the source image."""
+    report = make_crops(jobs, workers=workers, label=f"cropping {name}")
+    for job in jobs:
+        if job.dst in report.failed:
+            skipped.add(report.failed[job.dst], job.src)
+    failed = np.array([job.dst in report.failed for job in jobs], dtype=bool)
+    stats = {"made": report.made, "reused": report.reused, "failed": len(report.failed)}
+    return rows[~failed].reset_index(drop=True), stats
+
+
+def _link_images(out: Path, affwild2: Path) -> None:
+    """Point `<out>/affwild2_images` at Aff-Wild2's cropped_aligned (replacing an older link)."""
+    link = out / AFFWILD2_IMAGES
+    target = images_dir(affwild2).resolve()
+    if link.is_symlink():
+        if link.resolve() == target:
+            return
+        link.unlink()
+    elif link.exists():
+        raise UserError(f"{link} exists and is not a symbolic link; move it away and re-run.")
+    link.symlink_to(target, target_is_directory=True)
+
+
+def _counts(table: pd.DataFrame) -> dict[str, int]:
+    by_source = table["source"].value_counts()
+    return {**{s: int(by_source[s]) for s in SOURCES if s in by_source}, "total": len(table)}
+
+
+def prepare(
+    affwild2: Path | str,
+    out: Path | str,
+    expw: Path | str | None = None,
+    afew_va: Path | str | None = None,
+    affectnet: Path | str | None = None,
+    expr_va_source: str = "affectnet",
+    workers: int = DEFAULT_WORKERS,
+) -> dict:
+    """Build the prepared folder `out` (parts, Aff-Wild2 tables, crops, manifest); return manifest.
+
+    Re-running into the same folder reuses the crops already there.
+    """
+    console = Console()
+    if expr_va_source not in EXPR_VA_SOURCES:
+        raise UserError(
+            f"--expr-va-source must be one of {EXPR_VA_SOURCES}, not {expr_va_source!r}"
+        )
+    given = {"expw": expw, "afew_va": afew_va, "affectnet": affectnet}
+    paths = {"affwild2": require_dir(Path(affwild2), "--affwild2 folder", "Check the path.")}
+    for name, path in given.items():
+        if path is not None:
+            paths[name] = require_dir(
+                Path(path), f"--{name.replace('_', '-')} folder", "Check the path."
+            )
+    paths = {name: path.resolve() for name, path in paths.items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = {name: Skipped() for name in paths}
+
+    affwild2_tables = {}
+    for split in ("train", "val"):
+        reads = {task: read_affwild2(paths["affwild2"], task, split) for task in ("expr", "va")}
+        for task, read in reads.items():
+            skipped["affwild2"].update(read.skipped, prefix=f"{task.upper()} {split}: ")
+        expr_rows, va_rows = share_labels(reads["expr"].rows, reads["va"].rows)
+        affwild2_tables[f"{split}_expr"] = expr_rows
+        affwild2_tables[f"{split}_va"] = va_rows
+    _link_images(out, paths["affwild2"])
+
+    used_expr_va = expr_va_source
+    for name in ("expw", "afew_va", "affectnet"):
+        if name not in paths:
+            console.print(
+                f"[yellow]warning:[/] no --{name.replace('_', '-')} given: {_missing_effect(name)}"
+            )
+    if expr_va_source == "affectnet" and "affectnet" not in paths:
+        used_expr_va = "affwild2"
+    elif expr_va_source == "affwild2" and "affectnet" in paths:
+        console.print("[yellow]warning:[/] --expr-va-source affwild2: AffectNet is not used.")
+
+    crop_stats = {}
+    extra = {}
+    if "expw" in paths:
+        read = read_expw(paths["expw"])
+        skipped["expw"].update(read.skipped)
+        rows = read.rows
+        jobs = [
+            CropJob(src, str(out / image), "box", (float(t), float(le), float(r), float(b)))
+            for src, image, t, le, r, b in rows[
+                ["src_path", "image", "top", "left", "right", "bottom"]
+            ].itertuples(index=False)
+        ]
+        extra["expw"], crop_stats["expw"] = _crop_source(
+            "expw", rows, jobs, workers, skipped["expw"]
+        )
+    if "afew_va" in paths:
+        read = read_afew_va(paths["afew_va"])
+        skipped["afew_va"].update(read.skipped)
+        rows = read.rows
+        jobs = [
+            CropJob(src, str(out / image), "affine", eye_aligned_affine(landmarks))
+            for src, image, landmarks in rows[["src_path", "image", "landmarks"]].itertuples(
+                index=False
+            )
+        ]
+        extra["afew_va"], crop_stats["afew_va"] = _crop_source(
+            "afew_va", rows, jobs, workers, skipped["afew_va"]
+        )
+    if used_expr_va == "affectnet":
+        read = read_affectnet(paths["affectnet"])
+        skipped["affectnet"].update(read.skipped)
+        rows = read.rows
+        no_va = rows["valence"].isna() | rows["arousal"].isna()
+        for src in rows.loc[no_va, "src_path"]:
+            skipped["affectnet"].add("valence/arousal not annotated (-2)", src)
+        rows = rows[~no_va].reset_index(drop=True)
+        jobs = [
+            CropJob(src, str(out / image), "box", landmark_square(landmarks))
+            for src, image, landmarks in rows[["src_path", "image", "landmarks"]].itertuples(
+                index=False
+            )
+        ]
+        extra["affectnet"], crop_stats["affectnet"] = _crop_source(
+            "affectnet", rows, jobs, workers, skipped["affectnet"]
+        )
+
+    train_expr, train_va = affwild2_tables["train_expr"], affwild2_tables["train_va"]
+    expr_keep = balancing.decimate_expr(train_expr["expr"].to_numpy())
+    va_keep = balancing.decimate_every(len(train_va), VA_STEP)
+    parts = {
+        "expr": _build_part(train_expr, expr_keep, extra.get("expw")),
+        "va": _build_part(train_va, va_keep, extra.get("afew_va")),
+    }
+    decimation = {
+        "expr": {"affwild2_before": len(train_expr), "affwild2_after": int(expr_keep.sum())},
+        "va": {"affwild2_before": len(train_va), "affwild2_after": int(va_keep.sum())},
+    }
+    if used_expr_va == "affectnet":
+        parts["expr_va"] = extra["affectnet"][COLUMNS].reset_index(drop=True)
+    else:
+        both = train_expr[train_expr["valence"].notna()].reset_index(drop=True)
+        keep = balancing.decimate_every(len(both), EXPR_VA_STEP)
+        parts["expr_va"] = _build_part(both, keep, None)
+        decimation["expr_va"] = {"affwild2_before": len(both), "affwild2_after": int(keep.sum())}
+
+    parts["expr"]["weight"] = balancing.expr_weights(parts["expr"]["expr"].to_numpy())
+    parts["va"]["weight"] = balancing.va_weights(
+        parts["va"]["valence"].to_numpy(), parts["va"]["arousal"].to_numpy()
+    )
+    parts["expr_va"]["weight"] = balancing.expr_va_weights(
+        parts["expr_va"]["expr"].to_numpy(),
+        parts["expr_va"]["valence"].to_numpy(),
+        parts["expr_va"]["arousal"].to_numpy(),
+    )
+
+    tables = {f"parts/{name}": table for name, table in parts.items()}
+    tables.update({f"affwild2/{name}": table for name, table in affwild2_tables.items()})
+    for name, table in tables.items():
+        path = out / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(path, index=False)
+
+    manifest = {
+        "sources": {name: str(paths[name]) if name in paths else None for name in SOURCES},
+        "options": {
+            "expr_va_source": expr_va_source,
+            "expr_va_source_used": used_expr_va,
+            "workers": workers,
+            "crop_size": CROP_SIZE,
+            "jpeg_quality": JPEG_QUALITY,
+        },
+        "rows": {name: _counts(table) for name, table in tables.items()},
+        "decimation": decimation,
+        "affwild2_videos": _video_counts(affwild2_tables),
+        "crops": crop_stats,
+        "skipped": {name: skipped[name].to_dict() for name in SOURCES if name in skipped},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    _print_summary(console, manifest, out)
+    return manifest
+
+
+def _missing_effect(name: str) -> str:
+    return {
+        "expw": "the expr part is built from Aff-Wild2 alone.",
+        "afew_va": "the va part is built from Aff-Wild2 alone.",
+        "affectnet": "the expr_va part is built from Aff-Wild2 (train frames with both labels, "
+        "every 3rd).",
+    }[name]
+
+
+def _video_counts(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Aff-Wild2 stems per task and split, and those with both annotations (overall, per split)."""
+    stems = {name: set(table["video"]) for name, table in tables.items()}
+    expr_all = stems["train_expr"] | stems["val_expr"]
+    va_all = stems["train_va"] | stems["val_va"]
+    return {
+        **{name: len(s) for name, s in stems.items()},
+        "with_both_annotations": len(expr_all & va_all),
+        "with_both_annotations_train": len(stems["train_expr"] & stems["train_va"]),
+        "with_both_annotations_val": len(stems["val_expr"] & stems["val_va"]),
+    }
+
+
+def _print_summary(console: Console, manifest: dict, out: Path) -> None:
+    """Tables of rows (table x source) and skipped rows (source, reason)."""
+    rows = Table(title=f"prepared {out}")
+    rows.add_column("table")
+    for source in (*SOURCES, "total"):
+        rows.add_column(source, justify="right")
+    for name, counts in manifest["rows"].items():
+        rows.add_row(name, *(str(counts.get(s, "-")) for s in (*SOURCES, "total")))
+    console.print(rows)
+    skipped = Table(title="skipped rows")
+    for column in ("source", "reason", "rows"):
+        skipped.add_column(column, justify="right" if column == "rows" else "left")
+    for source, entry in manifest["skipped"].items():
+        for reason, count in entry["counts"].items():
+            skipped.add_row(source, reason, str(count))
+    if skipped.row_count:
+        console.print(skipped)
+    videos = manifest["affwild2_videos"]
+    console.print(
+        f"Aff-Wild2 videos with both annotations: {videos['with_both_annotations']} "
+        f"({videos['with_both_annotations_train']} within train, "
+        f"{videos['with_both_annotations_val']} within validation)"
+    )
