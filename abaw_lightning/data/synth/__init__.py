@@ -1,0 +1,158 @@
+"""`abaw synth`: the four datasets in their real on-disk formats, with drawn faces that carry a
+learnable signal, and `synth.json` recording every planted quirk and the expected counts."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from abaw_lightning.data.synth import afew_va, affectnet, affwild2, expw
+from abaw_lightning.data.synth.output import write_text
+from abaw_lightning.data.synth.scales import SCALES
+from abaw_lightning.errors import UserError
+
+DATASETS = ("affwild2", "expw", "afew_va", "affectnet")
+RECORD = "synth.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `abaw synth`."""
+    parser.add_argument("--out", required=True, type=Path, help="folder to write (empty or new)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed -> identical files")
+    parser.add_argument(
+        "--scale",
+        default="small",
+        choices=sorted(SCALES),
+        metavar="{small,medium}",
+        help="small (default): a CPU demo in minutes; medium: 5-10x more",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate, then say where the four datasets are and how to prepare them."""
+    summary = generate(args.out, seed=args.seed, scale=args.scale, workers=args.workers)
+    out = args.out
+    print(
+        f"wrote {summary['affwild2']['expected']['expr']['train']['videos']} + "
+        f"{summary['affwild2']['expected']['va']['train']['videos']} Aff-Wild2 train videos "
+        f"(EXPR + VA), {summary['expw']['expected']['lines']} ExpW faces, "
+        f"{summary['afew_va']['expected']['clips']} AFEW-VA clips, "
+        f"{sum(summary['affectnet']['expected']['rows'].values())} AffectNet rows to {out}\n"
+        f"next: abaw prepare --affwild2 {out}/affwild2 --expw {out}/expw "
+        f"--afew-va {out}/afew_va --affectnet {out}/affectnet --out <prepared>"
+    )
+    return 0
+
+
+def _clear(out: Path) -> None:
+    """Make `out` ready: new, empty, or a previous synth output (whose datasets are replaced)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder for --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / RECORD).is_file():
+            raise UserError(
+                f"{out} is not empty and holds no {RECORD}; give a new or empty folder for --out"
+            )
+        for name in (*DATASETS, RECORD):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / RECORD).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _call(job: Callable[[], dict]) -> dict:
+    return job()
+
+
+def _run_jobs(jobs: list[tuple[str, Callable[[], dict]]], workers: int) -> list[dict]:
+    """Run the jobs (in order of results) in a process pool, with one progress bar."""
+    columns = (
+        TextColumn("synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("", total=len(jobs))
+        calls = [job for _, job in jobs]
+        if workers <= 1:
+            results = []
+            for (name, _), call in zip(jobs, calls, strict=True):
+                results.append(call())
+                progress.update(task, advance=1, description=name)
+            return results
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            results = []
+            for (name, _), result in zip(jobs, pool.imap(_call, calls, chunksize=4), strict=True):
+                results.append(result)
+                progress.update(task, advance=1, description=name)
+            return results
+
+
+def generate(
+    out: Path | str, seed: int = 0, scale: str = "small", workers: int | None = None
+) -> dict:
+    """Write `out/{affwild2,expw,afew_va,affectnet}` and `out/synth.json`; return the record."""
+    if scale not in SCALES:
+        raise UserError(f"unknown scale {scale!r}; use one of {', '.join(sorted(SCALES))}")
+    out = Path(out)
+    _clear(out)
+    sizes = SCALES[scale]
+    rng = np.random.default_rng([seed, 0])
+    roots = {name: out / name for name in DATASETS}
+    videos = affwild2.plan_videos(rng, sizes)
+    tests = affwild2.plan_tests(rng, sizes, {v.stem for v in videos})
+    images = expw.plan_images(sizes)
+    clips = afew_va.plan_clips(rng, sizes)
+    rows = affectnet.plan_rows(rng, sizes)
+    jobs = (
+        [
+            (f"affwild2 {p.stem}", partial(affwild2.render_video, roots["affwild2"], seed, p))
+            for p in videos
+        ]
+        + [
+            (
+                f"affwild2 test {p.stem}",
+                partial(affwild2.render_test_video, roots["affwild2"], seed, p),
+            )
+            for p in tests
+        ]
+        + [
+            (f"afew_va {p.clip}", partial(afew_va.render_clip, roots["afew_va"], seed, p))
+            for p in clips
+        ]
+        + [("expw", partial(expw.render_image, roots["expw"], seed, p)) for p in images]
+        + [("affectnet", partial(affectnet.render_row, roots["affectnet"], seed, p)) for p in rows]
+    )
+    results = _run_jobs(jobs, workers or os.cpu_count() or 1)
+    bounds = np.cumsum([0, len(videos), len(tests), len(clips), len(images), len(rows)])
+    part = [results[a:b] for a, b in itertools.pairwise(bounds)]
+    summary = {
+        "seed": seed,
+        "scale": scale,
+        "notes": {
+            "frames": "Aff-Wild2 frames are 1-based jpg numbers; data line i of an annotation "
+            "file is frame i and file line i + 1 (the header is line 1)",
+            "class_counts": "in Aff-Wild2 order: Neutral, Anger, Disgust, Fear, Happiness, "
+            "Sadness, Surprise",
+            "kept": "labelled (not -1 / -5 / -2) and with a readable image",
+            "lines": "1-based file line numbers",
+        },
+        "affwild2": affwild2.record(roots["affwild2"], videos, part[0], tests),
+        "expw": expw.record(roots["expw"], part[3]),
+        "afew_va": afew_va.record(clips),
+        "affectnet": affectnet.record(roots["affectnet"], rows, part[4]),
+    }
+    write_text(out / RECORD, json.dumps(summary, indent=2) + "\n")
+    return summary
