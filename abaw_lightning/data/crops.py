@@ -5,14 +5,21 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 CROP_SIZE = 112
 JPEG_QUALITY = 95
@@ -139,7 +146,10 @@ class CropReport:
 
 
 def _init_worker() -> None:
+    """Pool worker setup: one OpenCV thread per process, no decoder warnings (failures are
+    counted; the warnings would only garble the progress bar)."""
     cv2.setNumThreads(1)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def make_crops(jobs: Sequence[CropJob], workers: int = 1, label: str = "cropping") -> CropReport:
@@ -156,8 +166,12 @@ def make_crops(jobs: Sequence[CropJob], workers: int = 1, label: str = "cropping
     with Progress(*columns) as progress:
         task = progress.add_task(label, total=len(todo))
         if workers <= 1 or len(todo) < 2:
-            results = map(make_one, todo)
-            _collect(todo, results, report, progress, task)
+            previous = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            try:
+                _collect(todo, map(make_one, todo), report, progress, task)
+            finally:
+                cv2.utils.logging.setLogLevel(previous)
         else:
             context = multiprocessing.get_context("spawn")
             with context.Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
@@ -166,7 +180,14 @@ def make_crops(jobs: Sequence[CropJob], workers: int = 1, label: str = "cropping
     return report
 
 
-def _collect(todo, results, report: CropReport, progress: Progress, task) -> None:
+def _collect(
+    todo: list[CropJob],
+    results: Iterable[str | None],
+    report: CropReport,
+    progress: Progress,
+    task: TaskID,
+) -> None:
+    """Tally each job's outcome into `report`, advancing the bar."""
     for job, reason in zip(todo, results, strict=True):
         if reason is None:
             report.made += 1

@@ -83,7 +83,9 @@ def share_labels(expr: pd.DataFrame, va: pd.DataFrame) -> tuple[pd.DataFrame, pd
     return with_va[COLUMNS], with_expr[COLUMNS]
 
 
-def _build_part(affwild2_rows: pd.DataFrame, keep: np.ndarray, other: pd.DataFrame | None):
+def _build_part(
+    affwild2_rows: pd.DataFrame, keep: np.ndarray, other: pd.DataFrame | None
+) -> pd.DataFrame:
     """Decimated Aff-Wild2 rows followed by the other source's rows, index reset."""
     tables = [affwild2_rows[keep]] + ([other[COLUMNS]] if other is not None else [])
     return pd.concat(tables, ignore_index=True)
