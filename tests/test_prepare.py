@@ -291,6 +291,23 @@ def test_prepare_affwild2_only_via_cli(tmp_path, capsys):
     assert not (out / "crops").exists()
 
 
+def test_empty_part_is_warned(tmp_path, capsys):
+    root = tmp_path / "affwild2"
+    ff.affwild2_annotation(root, "expr", "Train_Set", "a", ["1", "2"])
+    ff.affwild2_annotation(root, "va", "Train_Set", "z", ["0.1,0.1"])
+    ff.affwild2_annotation(root, "expr", "Validation_Set", "y", ["3"])
+    ff.affwild2_annotation(root, "va", "Validation_Set", "y", ["0.2,0.2"])
+    for stem in ("a", "z", "y"):
+        ff.affwild2_frames(root, stem, [1, 2])
+
+    manifest = prepare(root, tmp_path / "prepared", workers=1)
+
+    assert "part expr_va has no rows" in capsys.readouterr().out.replace("\n", " ")
+    assert manifest["rows"]["parts/expr_va"] == {"total": 0}
+    assert manifest["rows"]["parts/expr"] == {"affwild2": 2, "total": 2}
+    assert manifest["affwild2_videos"]["with_both_annotations"] == 1
+
+
 def test_expr_va_source_affwild2_ignores_affectnet(tmp_path, sources, capsys):
     out = tmp_path / "prepared"
     manifest = prepare(

@@ -248,6 +248,10 @@ def prepare(
         parts["expr_va"]["arousal"].to_numpy(),
     )
 
+    for name, table in parts.items():
+        if table.empty:
+            console.print(f"[yellow]warning:[/] part {name} has no rows; training cannot use it.")
+
     tables = {f"parts/{name}": table for name, table in parts.items()}
     tables.update({f"affwild2/{name}": table for name, table in affwild2_tables.items()})
     for name, table in tables.items():
