@@ -83,25 +83,92 @@ def share_labels(expr: pd.DataFrame, va: pd.DataFrame) -> tuple[pd.DataFrame, pd
     return with_va[COLUMNS], with_expr[COLUMNS]
 
 
-def _build_part(
-    affwild2_rows: pd.DataFrame, keep: np.ndarray, other: pd.DataFrame | None
-) -> pd.DataFrame:
-    """Decimated Aff-Wild2 rows followed by the other source's rows, index reset."""
-    tables = [affwild2_rows[keep]] + ([other[COLUMNS]] if other is not None else [])
-    return pd.concat(tables, ignore_index=True)
+READERS = {"expw": read_expw, "afew_va": read_afew_va, "affectnet": read_affectnet}
 
 
-def _crop_source(
-    name: str, rows: pd.DataFrame, jobs: list[CropJob], workers: int, skipped: Skipped
-) -> tuple[pd.DataFrame, dict]:
-    """Rows whose crop exists after cropping; failures skipped and counted with the source image."""
+def _crop_job(name: str, src: str, dst: Path, row: pd.Series) -> CropJob:
+    """The crop of one row: ExpW box, AffectNet landmark square, AFEW-VA eye-aligned square."""
+    if name == "expw":
+        box = tuple(float(row[k]) for k in ("top", "left", "right", "bottom"))
+        return CropJob(src, str(dst), "box", box)
+    if name == "affectnet":
+        return CropJob(src, str(dst), "box", landmark_square(row["landmarks"]))
+    return CropJob(src, str(dst), "affine", eye_aligned_affine(row["landmarks"]))
+
+
+def read_and_crop(
+    name: str, root: Path, out: Path, workers: int, skipped: Skipped
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows of one cropped source whose crop exists in `out`, and the crop statistics.
+
+    AffectNet rows without valence/arousal are dropped first (the `expr_va` part needs both).
+    """
+    read = READERS[name](root)
+    skipped.update(read.skipped)
+    rows = read.rows
+    if name == "affectnet":
+        no_va = rows["valence"].isna() | rows["arousal"].isna()
+        for src in rows.loc[no_va, "src_path"]:
+            skipped.add("valence/arousal not annotated (-2)", src)
+        rows = rows[~no_va].reset_index(drop=True)
+    jobs = [_crop_job(name, row["src_path"], out / row["image"], row) for _, row in rows.iterrows()]
     report = make_crops(jobs, workers=workers, label=f"cropping {name}")
     for job in jobs:
         if job.dst in report.failed:
             skipped.add(report.failed[job.dst], job.src)
     failed = np.array([job.dst in report.failed for job in jobs], dtype=bool)
     stats = {"made": report.made, "reused": report.reused, "failed": len(report.failed)}
-    return rows[~failed].reset_index(drop=True), stats
+    return rows[~failed][COLUMNS].reset_index(drop=True), stats
+
+
+def read_affwild2_tables(root: Path, skipped: Skipped) -> dict[str, pd.DataFrame]:
+    """`train_expr`, `train_va`, `val_expr`, `val_va`, with secondary labels from the same split."""
+    tables = {}
+    for split in ("train", "val"):
+        reads = {task: read_affwild2(root, task, split) for task in ("expr", "va")}
+        for task, read in reads.items():
+            skipped.update(read.skipped, prefix=f"{task.upper()} {split}: ")
+        tables[f"{split}_expr"], tables[f"{split}_va"] = share_labels(
+            reads["expr"].rows, reads["va"].rows
+        )
+    return tables
+
+
+def build_parts(
+    affwild2: dict[str, pd.DataFrame], other: dict[str, pd.DataFrame], expr_va_source: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, int]]]:
+    """The three parts (decimated Aff-Wild2 rows, then the other source's rows, with `weight`),
+    and the Aff-Wild2 row counts before/after decimation."""
+    train_expr, train_va = affwild2["train_expr"], affwild2["train_va"]
+    decimated = {
+        "expr": (train_expr, balancing.decimate_expr(train_expr["expr"].to_numpy())),
+        "va": (train_va, balancing.decimate_every(len(train_va), VA_STEP)),
+    }
+    if expr_va_source == "affwild2":
+        both = train_expr[train_expr["valence"].notna()]
+        decimated["expr_va"] = (both, balancing.decimate_every(len(both), EXPR_VA_STEP))
+    added = {"expr": "expw", "va": "afew_va", "expr_va": "affectnet"}
+    parts = {}
+    for name, source in added.items():
+        pieces = []
+        if name in decimated:
+            table, keep = decimated[name]
+            pieces.append(table[keep])
+        if source in other:
+            pieces.append(other[source])
+        parts[name] = pd.concat(pieces, ignore_index=True)
+    parts["expr"]["weight"] = balancing.expr_weights(parts["expr"]["expr"].to_numpy())
+    parts["va"]["weight"] = balancing.va_weights(
+        parts["va"]["valence"].to_numpy(), parts["va"]["arousal"].to_numpy()
+    )
+    parts["expr_va"]["weight"] = balancing.expr_va_weights(
+        *(parts["expr_va"][c].to_numpy() for c in ("expr", "valence", "arousal"))
+    )
+    decimation = {
+        name: {"affwild2_before": len(table), "affwild2_after": int(keep.sum())}
+        for name, (table, keep) in decimated.items()
+    }
+    return parts, decimation
 
 
 def _link_images(out: Path, affwild2: Path) -> None:
@@ -140,114 +207,32 @@ def prepare(
         raise UserError(
             f"--expr-va-source must be one of {EXPR_VA_SOURCES}, not {expr_va_source!r}"
         )
-    given = {"expw": expw, "afew_va": afew_va, "affectnet": affectnet}
-    paths = {"affwild2": require_dir(Path(affwild2), "--affwild2 folder", "Check the path.")}
-    for name, path in given.items():
-        if path is not None:
-            paths[name] = require_dir(
-                Path(path), f"--{name.replace('_', '-')} folder", "Check the path."
-            )
-    paths = {name: path.resolve() for name, path in paths.items()}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    skipped = {name: Skipped() for name in paths}
-
-    affwild2_tables = {}
-    for split in ("train", "val"):
-        reads = {task: read_affwild2(paths["affwild2"], task, split) for task in ("expr", "va")}
-        for task, read in reads.items():
-            skipped["affwild2"].update(read.skipped, prefix=f"{task.upper()} {split}: ")
-        expr_rows, va_rows = share_labels(reads["expr"].rows, reads["va"].rows)
-        affwild2_tables[f"{split}_expr"] = expr_rows
-        affwild2_tables[f"{split}_va"] = va_rows
-    _link_images(out, paths["affwild2"])
-
+    paths = _source_paths(
+        {"affwild2": affwild2, "expw": expw, "afew_va": afew_va, "affectnet": affectnet}
+    )
     used_expr_va = expr_va_source
     for name in ("expw", "afew_va", "affectnet"):
         if name not in paths:
-            console.print(
-                f"[yellow]warning:[/] no --{name.replace('_', '-')} given: {_missing_effect(name)}"
-            )
+            flag = name.replace("_", "-")
+            console.print(f"[yellow]warning:[/] no --{flag} given: {_missing_effect(name)}")
     if expr_va_source == "affectnet" and "affectnet" not in paths:
         used_expr_va = "affwild2"
     elif expr_va_source == "affwild2" and "affectnet" in paths:
         console.print("[yellow]warning:[/] --expr-va-source affwild2: AffectNet is not used.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = {name: Skipped() for name in paths}
 
-    crop_stats = {}
-    extra = {}
-    if "expw" in paths:
-        read = read_expw(paths["expw"])
-        skipped["expw"].update(read.skipped)
-        rows = read.rows
-        jobs = [
-            CropJob(src, str(out / image), "box", (float(t), float(le), float(r), float(b)))
-            for src, image, t, le, r, b in rows[
-                ["src_path", "image", "top", "left", "right", "bottom"]
-            ].itertuples(index=False)
-        ]
-        extra["expw"], crop_stats["expw"] = _crop_source(
-            "expw", rows, jobs, workers, skipped["expw"]
+    affwild2_tables = read_affwild2_tables(paths["affwild2"], skipped["affwild2"])
+    _link_images(out, paths["affwild2"])
+    cropped = [n for n in ("expw", "afew_va") if n in paths]
+    cropped += ["affectnet"] if used_expr_va == "affectnet" else []
+    other, crop_stats = {}, {}
+    for name in cropped:
+        other[name], crop_stats[name] = read_and_crop(
+            name, paths[name], out, workers, skipped[name]
         )
-    if "afew_va" in paths:
-        read = read_afew_va(paths["afew_va"])
-        skipped["afew_va"].update(read.skipped)
-        rows = read.rows
-        jobs = [
-            CropJob(src, str(out / image), "affine", eye_aligned_affine(landmarks))
-            for src, image, landmarks in rows[["src_path", "image", "landmarks"]].itertuples(
-                index=False
-            )
-        ]
-        extra["afew_va"], crop_stats["afew_va"] = _crop_source(
-            "afew_va", rows, jobs, workers, skipped["afew_va"]
-        )
-    if used_expr_va == "affectnet":
-        read = read_affectnet(paths["affectnet"])
-        skipped["affectnet"].update(read.skipped)
-        rows = read.rows
-        no_va = rows["valence"].isna() | rows["arousal"].isna()
-        for src in rows.loc[no_va, "src_path"]:
-            skipped["affectnet"].add("valence/arousal not annotated (-2)", src)
-        rows = rows[~no_va].reset_index(drop=True)
-        jobs = [
-            CropJob(src, str(out / image), "box", landmark_square(landmarks))
-            for src, image, landmarks in rows[["src_path", "image", "landmarks"]].itertuples(
-                index=False
-            )
-        ]
-        extra["affectnet"], crop_stats["affectnet"] = _crop_source(
-            "affectnet", rows, jobs, workers, skipped["affectnet"]
-        )
-
-    train_expr, train_va = affwild2_tables["train_expr"], affwild2_tables["train_va"]
-    expr_keep = balancing.decimate_expr(train_expr["expr"].to_numpy())
-    va_keep = balancing.decimate_every(len(train_va), VA_STEP)
-    parts = {
-        "expr": _build_part(train_expr, expr_keep, extra.get("expw")),
-        "va": _build_part(train_va, va_keep, extra.get("afew_va")),
-    }
-    decimation = {
-        "expr": {"affwild2_before": len(train_expr), "affwild2_after": int(expr_keep.sum())},
-        "va": {"affwild2_before": len(train_va), "affwild2_after": int(va_keep.sum())},
-    }
-    if used_expr_va == "affectnet":
-        parts["expr_va"] = extra["affectnet"][COLUMNS].reset_index(drop=True)
-    else:
-        both = train_expr[train_expr["valence"].notna()].reset_index(drop=True)
-        keep = balancing.decimate_every(len(both), EXPR_VA_STEP)
-        parts["expr_va"] = _build_part(both, keep, None)
-        decimation["expr_va"] = {"affwild2_before": len(both), "affwild2_after": int(keep.sum())}
-
-    parts["expr"]["weight"] = balancing.expr_weights(parts["expr"]["expr"].to_numpy())
-    parts["va"]["weight"] = balancing.va_weights(
-        parts["va"]["valence"].to_numpy(), parts["va"]["arousal"].to_numpy()
-    )
-    parts["expr_va"]["weight"] = balancing.expr_va_weights(
-        parts["expr_va"]["expr"].to_numpy(),
-        parts["expr_va"]["valence"].to_numpy(),
-        parts["expr_va"]["arousal"].to_numpy(),
-    )
-
+    parts, decimation = build_parts(affwild2_tables, other, used_expr_va)
     for name, table in parts.items():
         if table.empty:
             console.print(f"[yellow]warning:[/] part {name} has no rows; training cannot use it.")
@@ -277,6 +262,16 @@ def prepare(
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     _print_summary(console, manifest, out)
     return manifest
+
+
+def _source_paths(given: dict[str, Path | str | None]) -> dict[str, Path]:
+    """Absolute folders of the sources given; a UserError for one that is not a folder."""
+    paths = {}
+    for name, path in given.items():
+        if path is not None:
+            flag = f"--{name.replace('_', '-')}"
+            paths[name] = require_dir(Path(path), f"{flag} folder", "Check the path.").resolve()
+    return paths
 
 
 def _missing_effect(name: str) -> str:

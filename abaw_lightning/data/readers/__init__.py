@@ -76,7 +76,7 @@ class Read(NamedTuple):
     skipped: Skipped
 
 
-def frame_table(records: dict[str, list], extra: dict[str, str] | None = None) -> pd.DataFrame:
+def frame_table(records: dict[str, list], extra: dict[str, object] | None = None) -> pd.DataFrame:
     """DataFrame of `records` (column -> values) with the prepared-table dtypes."""
     table = pd.DataFrame(records)
     dtypes = {
@@ -90,8 +90,6 @@ def frame_table(records: dict[str, list], extra: dict[str, str] | None = None) -
         **(extra or {}),
     }
     for column, dtype in dtypes.items():
-        if column not in table:
-            table[column] = pd.Series(dtype=object if dtype is str else dtype)
         table[column] = table[column].astype(object if dtype is str else dtype)
     return table
 
