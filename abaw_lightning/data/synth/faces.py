@@ -88,7 +88,7 @@ def random_identity(rng: np.random.Generator) -> Identity:
 
 def _mouth_curves(affect: Affect, xr: np.ndarray) -> dict[str, np.ndarray]:
     """Lip curves (y in unit coordinates) at relative positions xr in [-1, 1]."""
-    curve = 0.055 * affect.valence
+    curve = 0.07 * affect.valence
     mid = 0.76 - curve * xr**2 + curve / 2
     half_open = (0.004 + 0.075 * (affect.arousal + 1) / 2) / 2 * np.sqrt(np.clip(1 - xr**2, 0, 1))
     lip = 0.022 * (1 - 0.6 * xr**2)

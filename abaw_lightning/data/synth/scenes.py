@@ -29,7 +29,7 @@ class Nuisance:
     occlusion: float
 
 
-STRONG = Nuisance(shift=0.06, angle=7.0, cast=30.0, noise=14.0, occlusion=0.3)
+STRONG = Nuisance(shift=0.045, angle=6.0, cast=30.0, noise=14.0, occlusion=0.3)
 """Aff-Wild2 video frames."""
 
 MILD = Nuisance(shift=0.0, angle=0.0, cast=12.0, noise=5.0, occlusion=0.0)
