@@ -68,9 +68,9 @@ def ccc_loss_term(pred: Tensor, target: Tensor) -> Tensor:
         + target_centered.pow(2).sum() / n_minus_1
         + (pred.mean() - target.mean()).pow(2)
     )
-    positive = denominator > 0
-    safe = torch.where(positive, denominator, torch.ones_like(denominator))
-    return torch.where(positive, 1.0 - 2.0 * covariance / safe, torch.zeros_like(safe))
+    zero = denominator == 0
+    safe = torch.where(zero, torch.ones_like(denominator), denominator)
+    return torch.where(zero, torch.zeros_like(safe), 1.0 - 2.0 * covariance / safe)
 
 
 def va_loss(va_logits: Tensor, target: Tensor, anchors: str = "linspace") -> Tensor:

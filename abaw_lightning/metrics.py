@@ -58,7 +58,7 @@ def _ccc_from_sums(sums: Tensor) -> Tensor:
     var_y = (syy / n_safe - mean_y**2).clamp(min=0)
     covariance = sxy / n_safe - mean_x * mean_y
     denominator = var_x + var_y + (mean_x - mean_y) ** 2
-    defined = (n > 0) & (denominator > 0)
+    defined = (n > 0) & (denominator != 0)
     safe = torch.where(defined, denominator, torch.ones_like(denominator))
     return torch.where(defined, 2 * covariance / safe, torch.zeros_like(safe))
 

@@ -251,3 +251,9 @@ def test_gradients_reach_the_student_only():
     assert student_net.weight.grad is not None
     assert student_net.weight.grad.abs().sum() > 0
     assert torch.isfinite(student_net.weight.grad).all()
+
+
+def test_a_non_finite_label_is_not_hidden():
+    logits = torch.zeros(3, 40, requires_grad=True)
+    target = torch.tensor([[0.5, 0.5], [float("inf"), 0.1], [0.2, -0.3]])
+    assert torch.isnan(va_loss(logits, target))
