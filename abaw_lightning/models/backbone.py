@@ -21,7 +21,8 @@ ARCHITECTURES = {
 class Backbone(nn.Module):
     """A torchvision ResNet without classifier: uint8 (or 0-255 float) images -> pooled features.
 
-    Normalisation lives here, on the device, and follows the weights (ImageNet or FER+ statistics).
+    Normalisation lives here, on the device, and follows the weights (ImageNet or FER+ statistics);
+    its statistics are saved with the weights, so a checkpoint restores them.
     """
 
     def __init__(
@@ -42,8 +43,8 @@ class Backbone(nn.Module):
         self.num_features = self.resnet.fc.in_features
         self.resnet.fc = nn.Identity()
         mean, std = normalisation(weights)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
         normalised = (images.to(self.mean.dtype) - self.mean) / self.std

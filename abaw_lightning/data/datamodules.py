@@ -1,0 +1,101 @@
+"""LightningDataModule of the CNN stages: three balanced training parts, two validation tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from abaw_lightning.data.balancing import weighted_sampler
+from abaw_lightning.data.datasets import FrameDataset, load_table
+from abaw_lightning.data.transforms import train_transform, val_transform
+from abaw_lightning.errors import UserError
+
+PARTS = ("expr", "va", "expr_va")
+VALIDATION = ("expr", "va")
+"""Validation tables: Aff-Wild2 EXPR (dataloader 0) and VA (dataloader 1)."""
+
+
+class CnnDataModule(pl.LightningDataModule):
+    """Each training step gets one batch per part (``CombinedLoader(mode="min_size")``).
+
+    Parts are drawn by the balancing samplers (weights from `abaw prepare`); an epoch is one pass
+    of the smallest part. Validation reads the Aff-Wild2 EXPR and VA validation frames, in order.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        parts: tuple[str, ...] | list[str] = PARTS,
+        batch_size: int = 64,
+        val_batch_size: int = 256,
+        image_size: int = 112,
+        resize: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise UserError(f"data.parts: unknown parts {unknown}; choose from {list(PARTS)}")
+        self.root = Path(root)
+        self.parts = tuple(parts)
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.image_size = image_size
+        self.resize = resize
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self.seed = seed
+        self.train_sets: dict[str, FrameDataset] = {}
+        self.train_weights: dict[str, object] = {}
+        self.val_sets: list[FrameDataset] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.val_sets:
+            val = val_transform(self.image_size, self.resize)
+            self.val_sets = [
+                FrameDataset(load_table(self.root, f"affwild2/val_{task}"), self.root, val)
+                for task in VALIDATION
+            ]
+        if stage in (None, "fit") and not self.train_sets:
+            for index, part in enumerate(self.parts):
+                table = load_table(self.root, f"parts/{part}")
+                if table.empty:
+                    raise UserError(f"training part {self.root}/parts/{part}.parquet has no rows")
+                augment = train_transform(self.image_size, self.resize, seed=self.seed + index)
+                self.train_sets[part] = FrameDataset(table, self.root, augment)
+                self.train_weights[part] = table["weight"].to_numpy()
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            drop_last=sampler is not None,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {
+            part: self._loader(
+                dataset,
+                self.batch_size,
+                weighted_sampler(self.train_weights[part], seed=self.seed * 10 + index),
+            )
+            for index, (part, dataset) in enumerate(self.train_sets.items())
+        }
+        return CombinedLoader(loaders, mode="min_size")
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(dataset, self.val_batch_size, None) for dataset in self.val_sets]

@@ -1,0 +1,237 @@
+"""The per-seed stage graph: artifact paths, skipping finished stages, resuming interrupted ones.
+
+Layout: ``<runs_dir>/<experiment_name>/seed_<seed>/<stage>/`` holds ``config.yaml``, ``wandb_id``,
+``checkpoints/{last,best}.ckpt`` and, once the stage is complete, ``metrics.json``. A stage with
+``metrics.json`` is skipped; one with ``last.ckpt`` resumes from it under the same W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from rich.console import Console
+
+from abaw_lightning.data.datamodules import CnnDataModule
+from abaw_lightning.errors import UserError
+from abaw_lightning.stages.callbacks import ValidationHistory
+from abaw_lightning.stages.checkpoints import load_cnn
+
+console = Console()
+MONITOR = "val/total"
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where a stage keeps its artifacts."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def wandb_id(self) -> Path:
+        return self.root / "wandb_id"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How to build a stage: its datamodule, and which stage's best network it distils from."""
+
+    datamodule: Callable[[DictConfig], pl.LightningDataModule]
+    teacher: str | None = None
+    load_teacher: Callable[[Path], object] | None = None
+
+
+def cnn_datamodule(cfg: DictConfig) -> CnnDataModule:
+    return CnnDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+
+
+STAGES: dict[str, StageSpec] = {
+    "cnn_teacher": StageSpec(cnn_datamodule),
+    "cnn_student": StageSpec(cnn_datamodule, teacher="cnn_teacher", load_teacher=load_cnn),
+}
+"""Every stage the pipeline knows, in the order they depend on each other."""
+
+
+def seed_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.runs_dir) / cfg.experiment_name / f"seed_{cfg.seed}"
+
+
+def stage_paths(cfg: DictConfig, stage: str) -> StagePaths:
+    return StagePaths(seed_dir(cfg) / stage)
+
+
+def stages_to_run(cfg: DictConfig) -> list[str]:
+    """The experiment's stages in order, or just ``cfg.stage``; unknown names are user errors."""
+    names = [cfg.stage] if cfg.get("stage") is not None else list(cfg.pipeline)
+    for name in names:
+        if name not in STAGES:
+            raise UserError(f"unknown stage {name!r}: choose from {list(STAGES)}")
+        if name not in cfg.stages:
+            raise UserError(f"stage {name!r} has no settings under `stages` in the config")
+    return names
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
+    """Run (or skip, or resume) every stage for ``cfg.seed``; return each stage's metrics."""
+    return {stage: run_stage(cfg, stage) for stage in stages_to_run(cfg)}
+
+
+def _read_metrics(paths: StagePaths) -> dict:
+    return json.loads(paths.metrics.read_text())
+
+
+def _teacher_checkpoint(cfg: DictConfig, stage: str, teacher: str) -> Path:
+    paths = stage_paths(cfg, teacher)
+    if not paths.metrics.is_file():
+        raise UserError(
+            f"stage {stage} needs the finished {teacher} stage of this seed, but "
+            f"{paths.metrics} does not exist. Run it first: abaw-train "
+            f"experiment={cfg.experiment_name} seed={cfg.seed} stage={teacher}"
+        )
+    best = Path(_read_metrics(paths)["best_checkpoint"])
+    if not best.is_file():
+        raise UserError(
+            f"the {teacher} checkpoint {best} named in {paths.metrics} is missing: delete "
+            f"{paths.root} and rerun to train the {teacher} stage again."
+        )
+    return best
+
+
+def _wandb_id(paths: StagePaths) -> str:
+    """The stage's W&B run id: created once, reused on every resume."""
+    if paths.wandb_id.is_file():
+        return paths.wandb_id.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    paths.wandb_id.write_text(run_id + "\n")
+    return run_id
+
+
+def _logger(cfg: DictConfig, stage: str, paths: StagePaths):
+    if cfg.get("logger") is None:
+        return None
+    target = cfg.logger["_target_"]
+    if target.endswith("WandbLogger"):
+        return instantiate(
+            cfg.logger,
+            id=_wandb_id(paths),
+            name=f"{cfg.experiment_name}/seed_{cfg.seed}/{stage}",
+            group=f"{cfg.experiment_name}/seed_{cfg.seed}",
+            job_type=stage,
+            save_dir=str(paths.root),
+            resume="allow",
+        )
+    return instantiate(cfg.logger, save_dir=str(paths.root), version="")
+
+
+def _callbacks(cfg: DictConfig, stage_cfg: DictConfig, paths: StagePaths, logged: bool) -> list:
+    best = ModelCheckpoint(
+        dirpath=paths.checkpoints,
+        filename="best",
+        monitor=MONITOR,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    periodic = ModelCheckpoint(
+        dirpath=paths.checkpoints,
+        filename="last",
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    early = EarlyStopping(monitor=MONITOR, mode="max", patience=stage_cfg.patience)
+    callbacks = [best, periodic, early, ValidationHistory()]
+    return [*callbacks, LearningRateMonitor()] if logged else callbacks
+
+
+def _finish_wandb() -> None:
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def run_stage(cfg: DictConfig, stage: str) -> dict:
+    """Train one stage for one seed unless it is complete; resume it if it was interrupted."""
+    paths = stage_paths(cfg, stage)
+    if paths.metrics.is_file():
+        console.print(f"[green]✓[/] {stage} (seed {cfg.seed}) is complete: {paths.metrics}")
+        return _read_metrics(paths)
+    spec, stage_cfg = STAGES[stage], cfg.stages[stage]
+    teacher = None
+    if spec.teacher is not None:
+        teacher = spec.load_teacher(_teacher_checkpoint(cfg, stage, spec.teacher))
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = spec.datamodule(cfg)
+    module = instantiate(stage_cfg.module, _convert_="all")
+    if teacher is not None:
+        module.set_teacher(teacher)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, paths.config, resolve=True)
+    logger = _logger(cfg, stage, paths)
+    callbacks = _callbacks(cfg, stage_cfg, paths, logged=logger is not None)
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        max_epochs=stage_cfg.max_epochs,
+        callbacks=callbacks,
+        logger=logger if logger is not None else False,
+        default_root_dir=paths.root,
+    )
+    resume = paths.last if paths.last.is_file() else None
+    verb = f"resuming from {resume}" if resume else "starting"
+    console.print(f"[bold]{stage}[/] (seed {cfg.seed}): {verb}")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    finally:
+        _finish_wandb()
+    return _write_metrics(paths, trainer, callbacks)
+
+
+def _write_metrics(paths: StagePaths, trainer: pl.Trainer, callbacks: list) -> dict:
+    """Record the finished stage: best validation metrics, checkpoint, epochs, wall time."""
+    history = next(c for c in callbacks if isinstance(c, ValidationHistory))
+    best_checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    best = history.best()
+    if best is None or not best_checkpoint.best_model_path:
+        raise UserError(
+            f"stage in {paths.root} finished without a validation score: the validation tables "
+            "are empty or limit_val_batches is 0."
+        )
+    result = {
+        "best": best,
+        "best_checkpoint": str(Path(best_checkpoint.best_model_path).resolve()),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_seconds": round(history.wall_seconds, 3),
+        "history": history.epochs,
+    }
+    temporary = paths.metrics.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(result, indent=2) + "\n")
+    temporary.replace(paths.metrics)
+    console.print(f"[green]✓[/] {paths.root.name}: best {MONITOR} {best[MONITOR]:.4f}")
+    return result

@@ -1,0 +1,44 @@
+"""Reading trained networks back from stage checkpoints (weights_only: no code runs on load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from abaw_lightning.errors import UserError
+from abaw_lightning.models import MultitaskCNN
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint as plain tensors and containers; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{path} is not a Lightning checkpoint of this project (no state_dict)")
+    return checkpoint
+
+
+def load_cnn(path: str | Path) -> MultitaskCNN:
+    """The multitask CNN of a CNN-stage checkpoint (teacher or student), in eval mode."""
+    checkpoint = read_checkpoint(path)
+    settings = checkpoint.get("hyper_parameters", {}).get("model")
+    if not isinstance(settings, dict):
+        raise UserError(f"{path} has no model settings: is it a CNN-stage checkpoint?")
+    model = MultitaskCNN(**{**settings, "weights": "none", "weights_path": None})
+    prefix = "model."
+    state = {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit its own model settings: {error}") from error
+    return model.eval()
