@@ -190,7 +190,7 @@ def run_stage(cfg: DictConfig, stage: str) -> dict:
     datamodule = spec.datamodule(cfg)
     module = instantiate(stage_cfg.module, _convert_="all")
     if teacher is not None:
-        module.set_teacher(teacher)
+        module.attach_frozen("teacher", teacher)
     paths.root.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, paths.config, resolve=True)
     logger = _logger(cfg, stage, paths)

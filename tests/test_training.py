@@ -19,7 +19,7 @@ from prepared_data import write_prepared
 
 from abaw_lightning import pipeline
 from abaw_lightning.errors import UserError
-from abaw_lightning.stages.cnn import NonFiniteLossError
+from abaw_lightning.stages.base import NonFiniteLossError
 from abaw_lightning.train import CONFIG_DIR
 
 TINY = [

@@ -1,0 +1,106 @@
+"""What every training stage shares: Adam, the ABAW validation metrics, frozen helper networks,
+and stopping on a non-finite loss."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from abaw_lightning.errors import UserError
+from abaw_lightning.losses import va_expectation
+from abaw_lightning.metrics import ExprMetric, VAMetric
+
+Parts = Mapping[str, Mapping[str, Tensor]]
+"""Per-part tensors: model outputs ({"expr", "va"} logits) or labels ({"expr", "va"})."""
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite; a checkpoint of that moment was saved."""
+
+
+class AffectStage(pl.LightningModule):
+    """Base of the CNN and GRU stages; ``self.model`` is the network being trained.
+
+    Subclasses define ``training_outputs(batch) -> (outputs, labels)`` (per part, rows or frames),
+    ``validation_outputs(batch) -> (outputs, labels)`` (one validation set) and
+    ``loss(outputs, labels)``. Validation dataloader 0 is the Aff-Wild2 EXPR set, 1 the VA set;
+    `val/total` = EXPR score + CCC_V + CCC_A selects the best epoch.
+    """
+
+    def __init__(self, optimizer: dict, va_anchors: str = "linspace") -> None:
+        super().__init__()
+        self.optimizer_settings = optimizer
+        self.va_anchors = va_anchors
+        self.val_expr = ExprMetric()
+        self.val_va = VAMetric()
+        self.frozen: dict[str, nn.Module] = {}
+
+    def attach_frozen(self, name: str, network: nn.Module) -> None:
+        """Attach a frozen network (a teacher, a feature CNN): eval mode, no gradients, and kept
+        out of the parameters, the optimizer, the hyperparameters and the checkpoint."""
+        self.frozen[name] = network.eval().requires_grad_(False)
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self.frozen.get("teacher")
+
+    def on_fit_start(self) -> None:
+        for network in self.frozen.values():
+            network.to(self.device)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        settings = self.optimizer_settings
+        return torch.optim.Adam(
+            self.model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"])
+        )
+
+    def training_step(self, batch: Mapping, batch_idx: int) -> Tensor:
+        outputs, labels = self.training_outputs(batch)
+        loss = self.loss(outputs, labels)
+        if not torch.isfinite(loss):
+            self._stop_on_non_finite(loss, outputs, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def _stop_on_non_finite(self, loss: Tensor, outputs: Parts, labels: Parts) -> None:
+        """Save a checkpoint of this moment, then stop naming the step and the offending parts."""
+        parts = [
+            part
+            for part in outputs
+            if not torch.isfinite(self.loss({part: outputs[part]}, {part: labels[part]}))
+        ]
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / "nonfinite.ckpt"
+        self.trainer.save_checkpoint(path)
+        raise NonFiniteLossError(
+            f"training loss is {loss.item()} at global step {self.global_step} "
+            f"(epoch {self.current_epoch}), from part(s) {parts or list(outputs)}. The state of "
+            f"that step is saved in {path}. Check those parts' data or lower the learning rate; "
+            "rerunning the same command resumes from the last good checkpoint."
+        )
+
+    def validation_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        outputs, labels = self.validation_outputs(batch)
+        if dataloader_idx == 0:
+            self.val_expr.update(outputs["expr"], labels["expr"])
+        else:
+            expectation = va_expectation(outputs["va"].float(), self.va_anchors)
+            self.val_va.update(expectation, labels["va"])
+
+    def on_validation_epoch_end(self) -> None:
+        expr, va = self.val_expr.compute(), self.val_va.compute()
+        metrics = {
+            "val/expr_f1": expr["f1"],
+            "val/expr_acc": expr["acc"],
+            "val/expr_score": expr["score"],
+            "val/ccc_v": va["ccc_v"],
+            "val/ccc_a": va["ccc_a"],
+            "val/total": expr["score"] + va["ccc_v"] + va["ccc_a"],
+        }
+        for key, value in metrics.items():
+            self.log(key, float(value), prog_bar=key == "val/total")
+        self.val_expr.reset()
+        self.val_va.reset()
