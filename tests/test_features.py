@@ -100,8 +100,9 @@ def test_default_views_grid_and_validation_view_first():
 
 def test_view_transforms_are_val_transform_and_exact_crops():
     image = np.random.default_rng(0).integers(0, 256, (45, 45, 3), dtype=np.uint8)
-    centre = view_transform(default_views(SIZE, RESIZE)[0], SIZE, RESIZE)(image)
-    np.testing.assert_array_equal(centre, val_transform(SIZE, RESIZE)(image))
+    for size, resize in ((SIZE, RESIZE), (112, 134), (48, 57)):
+        centre = view_transform(default_views(size, resize)[0], size, resize)(image)
+        np.testing.assert_array_equal(centre, val_transform(size, resize)(image))
     resized = cv2.resize(image, (RESIZE, RESIZE), interpolation=cv2.INTER_LINEAR)
     flipped = view_transform(View(top=6, left=2, flip=True), SIZE, RESIZE)(image)
     np.testing.assert_array_equal(flipped, resized[6 : 6 + SIZE, 2 : 2 + SIZE][:, ::-1])
