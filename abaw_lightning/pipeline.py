@@ -18,11 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from rich.console import Console
+from torch import nn
 
-from abaw_lightning.data.datamodules import CnnDataModule
+from abaw_lightning.data.datamodules import CnnDataModule, GruDataModule
+from abaw_lightning.data.features import FeatureCache, default_views, ensure_features
+from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.stages.callbacks import ValidationHistory
-from abaw_lightning.stages.checkpoints import load_cnn
+from abaw_lightning.stages.checkpoints import load_cnn, load_temporal
 
 console = Console()
 MONITOR = "val/total"
@@ -57,20 +60,82 @@ class StagePaths:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """How to build a stage: its datamodule, and which stage's best network it distils from."""
+    """How to build a stage: its datamodule, and which earlier stages' networks it needs."""
 
-    datamodule: Callable[[DictConfig], pl.LightningDataModule]
+    datamodule: Callable[[DictConfig, str], pl.LightningDataModule]
     teacher: str | None = None
-    load_teacher: Callable[[Path], object] | None = None
+    load_teacher: Callable[[Path], nn.Module] | None = None
+    temporal: bool = False
+    """GRU stages: trained on the features of the CNN stage ``features.source``."""
 
 
-def cnn_datamodule(cfg: DictConfig) -> CnnDataModule:
-    return CnnDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+def cnn_datamodule(cfg: DictConfig, stage: str) -> CnnDataModule:
+    data = cfg.data
+    return CnnDataModule(
+        root=data.root,
+        parts=list(data.parts),
+        batch_size=data.batch_size,
+        val_batch_size=data.val_batch_size,
+        seed=cfg.seed,
+        **_loading(data),
+    )
 
+
+def _loading(data: DictConfig) -> dict:
+    """Image and DataLoader settings that both datamodules take."""
+    keys = ("image_size", "resize", "num_workers", "pin_memory", "persistent_workers")
+    return {key: data[key] for key in (*keys, "prefetch_factor")}
+
+
+def gru_datamodule(cfg: DictConfig, stage: str) -> GruDataModule:
+    """Windows of cached features (extracted first if needed), or of images in online mode."""
+    data, windows = cfg.data, cfg.data.windows
+    features = None
+    if cfg.features.mode == "cache":
+        features = _ensure_features(cfg, stage).folder
+    elif cfg.features.mode != "online":
+        raise UserError(f"features.mode must be 'cache' or 'online', got {cfg.features.mode!r}")
+    return GruDataModule(
+        root=data.root,
+        tasks=list(cfg.gru_tasks),
+        features=features,
+        length=windows.length,
+        train_stride=windows.train_stride,
+        batch_size=windows.batch_size,
+        val_batch_size=windows.val_batch_size,
+        seed=cfg.seed,
+        **_loading(data),
+    )
+
+
+def _ensure_features(cfg: DictConfig, stage: str) -> FeatureCache:
+    data, settings = cfg.data, cfg.features
+    resize = data.resize or default_resize(data.image_size)
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return ensure_features(
+        seed_dir(cfg) / "features",
+        checkpoint=_finished_checkpoint(cfg, stage, settings.source),
+        prepared_root=Path(data.root),
+        tables=[f"affwild2/{name}" for name in FEATURE_TABLES],
+        image_size=data.image_size,
+        resize=resize,
+        views=default_views(data.image_size, resize, settings.offsets, settings.flip),
+        batch_size=settings.batch_size,
+        num_workers=data.num_workers,
+        trainer_kwargs={key: trainer[key] for key in ("accelerator", "devices", "precision")},
+    )
+
+
+FEATURE_TABLES = ("train_expr", "train_va", "val_expr", "val_va")
+"""The Aff-Wild2 tables whose frames the GRU stages read."""
 
 STAGES: dict[str, StageSpec] = {
     "cnn_teacher": StageSpec(cnn_datamodule),
     "cnn_student": StageSpec(cnn_datamodule, teacher="cnn_teacher", load_teacher=load_cnn),
+    "gru_teacher": StageSpec(gru_datamodule, temporal=True),
+    "gru_student": StageSpec(
+        gru_datamodule, teacher="gru_teacher", load_teacher=load_temporal, temporal=True
+    ),
 }
 """Every stage the pipeline knows, in the order they depend on each other."""
 
@@ -103,7 +168,8 @@ def _read_metrics(paths: StagePaths) -> dict:
     return json.loads(paths.metrics.read_text())
 
 
-def _teacher_checkpoint(cfg: DictConfig, stage: str, teacher: str) -> Path:
+def _finished_checkpoint(cfg: DictConfig, stage: str, teacher: str) -> Path:
+    """The best checkpoint of the finished stage ``teacher`` that ``stage`` builds on."""
     paths = stage_paths(cfg, teacher)
     if not paths.metrics.is_file():
         raise UserError(
@@ -183,14 +249,16 @@ def run_stage(cfg: DictConfig, stage: str) -> dict:
         console.print(f"[green]✓[/] {stage} (seed {cfg.seed}) is complete: {paths.metrics}")
         return _read_metrics(paths)
     spec, stage_cfg = STAGES[stage], cfg.stages[stage]
-    teacher = None
+    frozen = {}
     if spec.teacher is not None:
-        teacher = spec.load_teacher(_teacher_checkpoint(cfg, stage, spec.teacher))
+        frozen["teacher"] = spec.load_teacher(_finished_checkpoint(cfg, stage, spec.teacher))
+    if spec.temporal and cfg.features.mode == "online":
+        frozen["cnn"] = load_cnn(_finished_checkpoint(cfg, stage, cfg.features.source))
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = spec.datamodule(cfg)
+    datamodule = spec.datamodule(cfg, stage)
     module = instantiate(stage_cfg.module, _convert_="all")
-    if teacher is not None:
-        module.attach_frozen("teacher", teacher)
+    for name, network in frozen.items():
+        module.attach_frozen(name, network)
     paths.root.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, paths.config, resolve=True)
     logger = _logger(cfg, stage, paths)

@@ -58,18 +58,24 @@ def _frames(
     )
 
 
-def write_prepared(root: Path, rows: int = 48, seed: int = 0) -> Path:
-    """Write parts, validation and Aff-Wild2 train tables with ``rows`` frames each."""
+def write_prepared(root: Path, rows: int = 48, videos: int = 3, seed: int = 0) -> Path:
+    """Write parts, validation and Aff-Wild2 train tables with ``rows`` frames each.
+
+    Training tables hold ``videos`` videos (``rows / videos`` frames each); the first video of each
+    task also carries the other task's labels (shared annotations).
+    """
     rng = np.random.default_rng(seed)
     for folder in ("parts", "affwild2"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    expr = _frames(root, "expr", rows, 3, rng, expr=True, va=False, source="affwild2")
-    expr.loc[: rows // 4, ["valence", "arousal"]] = rng.uniform(-1, 1, (rows // 4 + 1, 2)).astype(
+    expr = _frames(root, "expr", rows, videos, rng, expr=True, va=False, source="affwild2")
+    shared = expr["video"] == "expr_0"
+    expr.loc[shared, ["valence", "arousal"]] = rng.uniform(-1, 1, (shared.sum(), 2)).astype(
         np.float32
     )
-    va = _frames(root, "va", rows, 3, rng, expr=False, va=True, source="affwild2")
-    va.loc[: rows // 4, "expr"] = rng.integers(0, 7, rows // 4 + 1).astype(np.int8)
-    both = _frames(root, "expr_va", rows, 3, rng, expr=True, va=True, source="affectnet")
+    va = _frames(root, "va", rows, videos, rng, expr=False, va=True, source="affwild2")
+    shared = va["video"] == "va_0"
+    va.loc[shared, "expr"] = rng.integers(0, 7, shared.sum()).astype(np.int8)
+    both = _frames(root, "expr_va", rows, videos, rng, expr=True, va=True, source="affectnet")
     expr["weight"] = expr_weights(expr["expr"].to_numpy())
     va["weight"] = va_weights(va["valence"].to_numpy(), va["arousal"].to_numpy())
     both["weight"] = expr_va_weights(*(both[c].to_numpy() for c in ("expr", "valence", "arousal")))

@@ -85,7 +85,7 @@ def extra_callbacks(monkeypatch):
 
 
 def test_teacher_then_student_train_validate_and_write_artifacts(prepared, tmp_path):
-    cfg = config(prepared, tmp_path, "logger=csv")
+    cfg = config(prepared, tmp_path, "logger=csv", "pipeline=[cnn_teacher,cnn_student]")
     results = pipeline.run_pipeline(cfg)
     assert list(results) == ["cnn_teacher", "cnn_student"]
     for stage, result in results.items():

@@ -1,5 +1,6 @@
-"""LightningModules of the training stages (CNN teacher/student; GRU teacher/student)."""
+"""LightningModules of the training stages: CNN teacher/student, GRU teacher/student."""
 
 from abaw_lightning.stages.cnn import CnnStudent, CnnTeacher
+from abaw_lightning.stages.gru import GruStudent, GruTeacher
 
-__all__ = ["CnnStudent", "CnnTeacher"]
+__all__ = ["CnnStudent", "CnnTeacher", "GruStudent", "GruTeacher"]

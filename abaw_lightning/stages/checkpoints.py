@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.models import MultitaskCNN
+from abaw_lightning.models import MultitaskCNN, TemporalModel
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -24,6 +24,24 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def _model_state(checkpoint: dict) -> dict:
+    """The trained network's weights: the ``model.`` entries of a stage's state dict."""
+    prefix = "model."
+    return {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+
+
+def _load(network: torch.nn.Module, checkpoint: dict, path: Path) -> torch.nn.Module:
+    try:
+        network.load_state_dict(_model_state(checkpoint))
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit its own model settings: {error}") from error
+    return network.eval()
+
+
 def load_cnn(path: str | Path) -> MultitaskCNN:
     """The multitask CNN of a CNN-stage checkpoint (teacher or student), in eval mode."""
     checkpoint = read_checkpoint(path)
@@ -31,14 +49,13 @@ def load_cnn(path: str | Path) -> MultitaskCNN:
     if not isinstance(settings, dict):
         raise UserError(f"{path} has no model settings: is it a CNN-stage checkpoint?")
     model = MultitaskCNN(**{**settings, "weights": "none", "weights_path": None})
-    prefix = "model."
-    state = {
-        key[len(prefix) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(prefix)
-    }
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise UserError(f"{path} does not fit its own model settings: {error}") from error
-    return model.eval()
+    return _load(model, checkpoint, Path(path))
+
+
+def load_temporal(path: str | Path) -> TemporalModel:
+    """The GRU model of a GRU-stage checkpoint (teacher or student), in eval mode."""
+    checkpoint = read_checkpoint(path)
+    hidden_size = checkpoint.get("hyper_parameters", {}).get("hidden_size")
+    if hidden_size is None:
+        raise UserError(f"{path} has no hidden_size: is it a GRU-stage checkpoint?")
+    return _load(TemporalModel(hidden_size), checkpoint, Path(path))

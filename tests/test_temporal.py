@@ -1,0 +1,122 @@
+"""The temporal stages: GRU model, teacher and student through the real configs, feature cache
+in the pipeline, online mode, resume, and the four-stage pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from prepared_data import write_prepared
+from test_training import CrashAtEpoch, StepRecorder, config, extra_callbacks  # noqa: F401
+
+from abaw_lightning import pipeline
+from abaw_lightning.models import TemporalModel
+from abaw_lightning.stages.checkpoints import load_temporal
+
+GRU_TINY = [
+    "data.windows.batch_size=1",
+    "+trainer.limit_train_batches=4",
+    "data.windows.val_batch_size=4",
+    "features.offsets=1",
+    "features.batch_size=32",
+    "stages.gru_teacher.max_epochs=2",
+    "stages.gru_student.max_epochs=2",
+    "stages.cnn_teacher.max_epochs=1",
+    "stages.cnn_student.max_epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Three 32-frame videos per task: one training window per video."""
+    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=96, videos=3)
+
+
+@pytest.fixture(scope="module")
+def cnn_runs(prepared, tmp_path_factory) -> Path:
+    """Runs folder whose seed 0 already has both CNN stages."""
+    runs = tmp_path_factory.mktemp("runs")
+    pipeline.run_pipeline(config(prepared, runs, "logger=none", "stage=cnn_teacher", *GRU_TINY))
+    pipeline.run_pipeline(config(prepared, runs, "logger=none", "stage=cnn_student", *GRU_TINY))
+    return runs
+
+
+def copy_runs(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_temporal_model_shapes_and_task_inputs():
+    model = TemporalModel(hidden_size=8).eval()
+    features = torch.randn(2, 32, 2, 128)
+    outputs = model(features)
+    assert outputs["expr"].shape == (2, 32, 7)
+    assert outputs["va"].shape == (2, 32, 40)
+    changed = features.clone()
+    changed[:, :, 1] += 1.0  # only the VA feature changes
+    again = model(changed)
+    assert torch.equal(again["expr"], outputs["expr"])
+    assert not torch.equal(again["va"], outputs["va"])
+    gru = model.tasks["expr"].gru
+    assert (gru.input_size, gru.hidden_size, gru.bidirectional) == (128, 8, True)
+
+
+def test_gru_teacher_and_student_train_from_the_cache(prepared, cnn_runs, tmp_path):
+    runs = copy_runs(cnn_runs, tmp_path / "runs")
+    cfg = config(prepared, runs, "logger=none", *GRU_TINY)
+    results = pipeline.run_pipeline(cfg)
+    assert list(results) == ["cnn_teacher", "cnn_student", "gru_teacher", "gru_student"]
+    seed = runs / "demo" / "seed_0"
+    manifest = json.loads((seed / "features" / "manifest.json").read_text())
+    assert manifest["checkpoint"] == results["cnn_student"]["best_checkpoint"]
+    for stage in ("gru_teacher", "gru_student"):
+        assert results[stage]["epochs"] == 2
+        assert set(results[stage]["best"]) >= {"val/total", "val/ccc_v", "val/expr_f1"}
+    student = torch.load(
+        Path(results["gru_student"]["best_checkpoint"]), weights_only=True, map_location="cpu"
+    )
+    assert all(key.startswith(("model.", "val_")) for key in student["state_dict"])
+    assert isinstance(load_temporal(results["gru_teacher"]["best_checkpoint"]), TemporalModel)
+
+
+def test_gru_stage_online_mode_trains_from_images(prepared, cnn_runs, tmp_path):
+    runs = copy_runs(cnn_runs, tmp_path / "runs")
+    cfg = config(
+        prepared, runs, "logger=none", "stage=gru_teacher", "features.mode=online", *GRU_TINY
+    )
+    result = pipeline.run_pipeline(cfg)["gru_teacher"]
+    assert result["epochs"] == 2
+    assert not (runs / "demo" / "seed_0" / "features").exists()
+
+
+def test_gru_stage_resumes_after_a_crash(prepared, cnn_runs, tmp_path, extra_callbacks):  # noqa: F811
+    runs = copy_runs(cnn_runs, tmp_path / "runs")
+    cfg = config(
+        prepared,
+        runs,
+        "logger=none",
+        "stage=gru_teacher",
+        *GRU_TINY,
+        "stages.gru_teacher.max_epochs=3",
+    )
+    extra_callbacks.append(CrashAtEpoch(2))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pipeline.run_pipeline(cfg)
+    last = runs / "demo" / "seed_0" / "gru_teacher" / "checkpoints" / "last.ckpt"
+    steps = torch.load(last, weights_only=True)["global_step"]
+    extra_callbacks[:] = [StepRecorder()]
+    StepRecorder.starts.clear()
+    result = pipeline.run_pipeline(cfg)["gru_teacher"]
+    assert StepRecorder.starts == [(2, steps)]
+    assert [entry["epoch"] for entry in result["history"]] == [0, 1, 2]
+
+
+def test_gru_student_without_gru_teacher_says_what_to_run(prepared, cnn_runs, tmp_path):
+    runs = copy_runs(cnn_runs, tmp_path / "runs")
+    cfg = config(prepared, runs, "logger=none", "stage=gru_student", *GRU_TINY)
+    with pytest.raises(Exception, match="stage=gru_teacher"):
+        pipeline.run_pipeline(cfg)
