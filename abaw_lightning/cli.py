@@ -13,6 +13,7 @@ from abaw_lightning.errors import UserError
 COMMANDS = {
     "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
     "prepare": ("abaw_lightning.data.prepare", "build the training parts from the real datasets"),
+    "demo": ("abaw_lightning.demo", "synthetic data -> prepare -> the four stages -> a table"),
 }
 """Subcommand -> (module defining `add_arguments(parser)` and `run(args) -> int`, help)."""
 
