@@ -26,10 +26,20 @@ def forward_parts(
 
 
 class CnnStage(AffectStage):
-    """The multitask CNN trained on image batches of the parts (one forward for all parts)."""
+    """The multitask CNN trained on image batches of the parts (one forward for all parts).
+
+    ``image_size`` and ``resize`` (the validation transform) are recorded in the hyperparameters
+    so that inference crops new faces exactly as the model was trained.
+    """
 
     def __init__(
-        self, model: dict, optimizer: dict, va_anchors: str = "linspace", channels_last: bool = True
+        self,
+        model: dict,
+        optimizer: dict,
+        va_anchors: str = "linspace",
+        channels_last: bool = True,
+        image_size: int = 112,
+        resize: int | None = None,
     ) -> None:
         super().__init__(optimizer, va_anchors)
         self.model = MultitaskCNN(**model)
@@ -53,9 +63,15 @@ class CnnTeacher(CnnStage):
     """Teacher CNN trained on ground truth only (Eq. 7), with 2 or 3 parts."""
 
     def __init__(
-        self, model: dict, optimizer: dict, va_anchors: str = "linspace", channels_last: bool = True
+        self,
+        model: dict,
+        optimizer: dict,
+        va_anchors: str = "linspace",
+        channels_last: bool = True,
+        image_size: int = 112,
+        resize: int | None = None,
     ) -> None:
-        super().__init__(model, optimizer, va_anchors, channels_last)
+        super().__init__(model, optimizer, va_anchors, channels_last, image_size, resize)
         self.save_hyperparameters()
 
     def loss(self, outputs: Parts, labels: Parts) -> Tensor:
@@ -74,12 +90,14 @@ class CnnStudent(CnnStage):
         optimizer: dict,
         va_anchors: str = "linspace",
         channels_last: bool = True,
+        image_size: int = 112,
+        resize: int | None = None,
         lam: float = 0.6,
         temperature: float = 1.5,
         kd_t2: bool = True,
         shared_annotations: bool = True,
     ) -> None:
-        super().__init__(model, optimizer, va_anchors, channels_last)
+        super().__init__(model, optimizer, va_anchors, channels_last, image_size, resize)
         self.save_hyperparameters()
         self.lam = lam
         self.temperature = temperature

@@ -26,10 +26,17 @@ def flatten_frames(values: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tens
 
 
 class GruStage(AffectStage):
-    """A `TemporalModel` trained on windows of the frozen CNN's head features."""
+    """A `TemporalModel` trained on windows of the frozen CNN's head features.
+
+    ``window_length`` is recorded in the hyperparameters for inference (non-overlapping windows).
+    """
 
     def __init__(
-        self, optimizer: dict, va_anchors: str = "linspace", hidden_size: int = 64
+        self,
+        optimizer: dict,
+        va_anchors: str = "linspace",
+        hidden_size: int = 64,
+        window_length: int = 32,
     ) -> None:
         super().__init__(optimizer, va_anchors)
         self.model = TemporalModel(hidden_size)
@@ -69,9 +76,13 @@ class GruTeacher(GruStage):
     """GRU teacher: ground truth only (Eq. 7) on the frames of the window parts."""
 
     def __init__(
-        self, optimizer: dict, va_anchors: str = "linspace", hidden_size: int = 64
+        self,
+        optimizer: dict,
+        va_anchors: str = "linspace",
+        hidden_size: int = 64,
+        window_length: int = 32,
     ) -> None:
-        super().__init__(optimizer, va_anchors, hidden_size)
+        super().__init__(optimizer, va_anchors, hidden_size, window_length)
         self.save_hyperparameters()
 
     def loss(self, outputs: Parts, labels: Parts) -> Tensor:
@@ -86,12 +97,13 @@ class GruStudent(GruStage):
         optimizer: dict,
         va_anchors: str = "linspace",
         hidden_size: int = 64,
+        window_length: int = 32,
         lam: float = 0.6,
         temperature: float = 1.5,
         kd_t2: bool = True,
         shared_annotations: bool = True,
     ) -> None:
-        super().__init__(optimizer, va_anchors, hidden_size)
+        super().__init__(optimizer, va_anchors, hidden_size, window_length)
         self.save_hyperparameters()
         self.lam = lam
         self.temperature = temperature
