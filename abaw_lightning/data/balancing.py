@@ -88,7 +88,7 @@ def weighted_sampler(
     weights: np.ndarray, num_samples: int | None = None, seed: int = 0
 ) -> EpochWeightedSampler:
     """Draw rows with replacement in proportion to `weights`, from its own seeded generator."""
-    weights_t = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    weights_t = torch.tensor(np.asarray(weights, dtype=np.float64))
     return EpochWeightedSampler(
         weights_t, len(weights_t) if num_samples is None else num_samples, seed
     )
