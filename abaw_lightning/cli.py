@@ -14,6 +14,8 @@ COMMANDS = {
     "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
     "prepare": ("abaw_lightning.data.prepare", "build the training parts from the real datasets"),
     "demo": ("abaw_lightning.demo", "synthetic data -> prepare -> the four stages -> a table"),
+    "predict": ("abaw_lightning.predict", "test submissions, or per-frame CSVs of videos/images"),
+    "export": ("abaw_lightning.export", "the CNN (and GRU) as ONNX or TorchScript, verified"),
 }
 """Subcommand -> (module defining `add_arguments(parser)` and `run(args) -> int`, help)."""
 
