@@ -1,0 +1,1 @@
+"""Inference on new faces: the Predictor, face detection, media reading, submissions, plots."""

@@ -1,0 +1,299 @@
+"""`Predictor`: per-frame expressions and valence-arousal from a trained CNN checkpoint, with the
+GRU of a temporal-stage checkpoint over frame sequences when one is given."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from abaw_lightning import EXPR_CLASSES
+from abaw_lightning.data.transforms import val_transform
+from abaw_lightning.data.windows import LENGTH, eval_windows
+from abaw_lightning.errors import UserError
+from abaw_lightning.inference.detection import MARGIN, Detector, HaarDetector, crop_face, largest
+from abaw_lightning.inference.media import read_rgb, read_video, video_info
+from abaw_lightning.inference.progress import progress_bar
+from abaw_lightning.losses import va_expectation
+from abaw_lightning.models import MultitaskCNN, TemporalModel
+from abaw_lightning.models.heads import HEAD_FEATURES
+from abaw_lightning.models.multitask import NUM_EXPR, NUM_VA_LOGITS
+from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
+from abaw_lightning.stages.extract import HEADS
+
+PREDICTION_COLUMNS = [*EXPR_CLASSES, "expression", "valence", "arousal"]
+"""The 7 expression probabilities, the most probable class, valence and arousal in [-1, 1]."""
+BOX_COLUMNS = ["face", "x", "y", "w", "h"]
+"""Whether a face was found, and its detected box (x, y, width, height) in pixels."""
+
+
+def _empty_outputs() -> dict[str, np.ndarray]:
+    return {
+        "expr": np.zeros((0, NUM_EXPR), np.float32),
+        "va": np.zeros((0, NUM_VA_LOGITS), np.float32),
+        "features": np.zeros((0, len(HEADS), HEAD_FEATURES), np.float32),
+    }
+
+
+def _check_crop(crop: np.ndarray, index: int) -> np.ndarray:
+    if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8 or crop.ndim != 3:
+        raise UserError(
+            f"face crop {index} is not an RGB uint8 [H, W, 3] array "
+            f"(got {getattr(crop, 'dtype', type(crop).__name__)}, "
+            f"shape {getattr(crop, 'shape', None)})"
+        )
+    if crop.shape[2] != 3:
+        raise UserError(f"face crop {index} has {crop.shape[2]} channels; give RGB [H, W, 3]")
+    return crop
+
+
+def prediction_table(present: np.ndarray, probs: np.ndarray, va: np.ndarray) -> pd.DataFrame:
+    """One row per item: PREDICTION_COLUMNS where `present`, empty (NaN / <NA>) elsewhere."""
+    present = np.asarray(present, dtype=bool)
+    n = len(present)
+    table = pd.DataFrame(np.full((n, NUM_EXPR), np.nan), columns=list(EXPR_CLASSES))
+    table.loc[present, list(EXPR_CLASSES)] = probs
+    expression = np.full(n, None, dtype=object)
+    expression[present] = np.asarray(EXPR_CLASSES)[probs.argmax(axis=1)]
+    table["expression"] = pd.array(expression, dtype="string")
+    for index, name in enumerate(("valence", "arousal")):
+        values = np.full(n, np.nan)
+        values[present] = va[:, index]
+        table[name] = values
+    return table
+
+
+def box_table(boxes: Sequence[tuple[int, int, int, int] | None]) -> pd.DataFrame:
+    """BOX_COLUMNS for a list of boxes (None: no face), integer columns with <NA> gaps."""
+    table = pd.DataFrame({"face": [box is not None for box in boxes]})
+    for index, name in enumerate(BOX_COLUMNS[1:]):
+        values = [None if box is None else int(box[index]) for box in boxes]
+        table[name] = pd.array(values, dtype="Int64")
+    return table
+
+
+class Predictor:
+    """A trained multitask CNN (and optionally its GRU) ready for new faces.
+
+    Face crops are resized and centre-cropped exactly as in validation (the checkpoint's
+    ``image_size`` and ``resize``); full images and video frames first go through the detector,
+    whose largest box is cut as a square with `margin` added on each side. With a GRU, a sequence
+    (a video, an image folder, a list of crops) is cut into non-overlapping windows of the
+    checkpoint's ``window_length``, the last one end-aligned, so every frame is predicted once.
+    """
+
+    def __init__(
+        self,
+        cnn: MultitaskCNN,
+        gru: TemporalModel | None = None,
+        *,
+        image_size: int = 112,
+        resize: int | None = None,
+        va_anchors: str = "linspace",
+        gru_va_anchors: str = "linspace",
+        window_length: int = LENGTH,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        detector: Detector | None = None,
+        margin: float = MARGIN,
+        progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cnn = cnn.eval().to(self.device)
+        self.gru = None if gru is None else gru.eval().to(self.device)
+        self.transform = val_transform(image_size, resize)
+        self.image_size = image_size
+        self.va_anchors = va_anchors
+        self.gru_va_anchors = gru_va_anchors
+        self.window_length = window_length
+        self.batch_size = max(1, batch_size)
+        self._detector = detector
+        self.margin = margin
+        self.progress = progress
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        ckpt: str | Path,
+        gru_ckpt: str | Path | None = None,
+        device: str | torch.device | None = None,
+        **options,
+    ) -> Predictor:
+        """Load a CNN-stage checkpoint (and a GRU-stage one); `options` go to the constructor."""
+        cnn = load_cnn(ckpt)
+        settings = read_checkpoint(ckpt).get("hyper_parameters", {})
+        gru, gru_settings = None, {}
+        if gru_ckpt is not None:
+            gru = load_temporal(gru_ckpt)
+            gru_settings = read_checkpoint(gru_ckpt).get("hyper_parameters", {})
+        return cls(
+            cnn,
+            gru,
+            image_size=settings.get("image_size", 112),
+            resize=settings.get("resize"),
+            va_anchors=settings.get("va_anchors", "linspace"),
+            gru_va_anchors=gru_settings.get("va_anchors", "linspace"),
+            window_length=gru_settings.get("window_length", LENGTH),
+            device=device,
+            **options,
+        )
+
+    @property
+    def detector(self) -> Detector:
+        """The face detector: the one given, else OpenCV's Haar cascade (made on first use)."""
+        if self._detector is None:
+            self._detector = HaarDetector()
+        return self._detector
+
+    @torch.inference_mode()
+    def _cnn_batch(self, crops: list[np.ndarray]) -> dict[str, np.ndarray]:
+        images = np.stack([self.transform(np.ascontiguousarray(crop)) for crop in crops])
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(self.device)
+        outputs = self.cnn(tensor)
+        features = torch.stack([outputs[head] for head in HEADS], dim=1)
+        return {
+            "expr": outputs["expr"].float().cpu().numpy(),
+            "va": outputs["va"].float().cpu().numpy(),
+            "features": features.float().cpu().numpy(),
+        }
+
+    def cnn_outputs(
+        self,
+        crops: Iterable[np.ndarray | None],
+        total: int | None = None,
+        description: str = "faces",
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run the CNN over a stream of face crops (None: no face) in batches.
+
+        Returns which items had a crop, and for those, in order: ``expr`` [M, 7] and ``va``
+        [M, 40] logits and ``features`` [M, 2, 128] (EXPR then VA head feature).
+        """
+        present, chunks, pending = [], [], []
+        with progress_bar(description, total, self.progress) as advance:
+            for crop in crops:
+                present.append(crop is not None)
+                if crop is not None:
+                    pending.append(crop)
+                if len(pending) == self.batch_size:
+                    chunks.append(self._cnn_batch(pending))
+                    pending = []
+                advance(1)
+            if pending:
+                chunks.append(self._cnn_batch(pending))
+        outputs = _empty_outputs()
+        if chunks:
+            outputs = {key: np.concatenate([c[key] for c in chunks]) for key in outputs}
+        return np.asarray(present, dtype=bool), outputs
+
+    @torch.inference_mode()
+    def temporal_outputs(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """GRU logits ``expr`` [N, 7] and ``va`` [N, 40] for a sequence of features [N, 2, 128]:
+        non-overlapping windows, the last one end-aligned (a short sequence padded), every frame
+        taken from exactly one window."""
+        if self.gru is None:
+            raise UserError("this Predictor has no GRU: give a GRU-stage checkpoint (gru_ckpt)")
+        n = len(features)
+        logits = {
+            "expr": np.zeros((n, NUM_EXPR), np.float32),
+            "va": np.zeros((n, NUM_VA_LOGITS), np.float32),
+        }
+        if n == 0:
+            return logits
+        frames = pd.DataFrame({"video": np.zeros(n, np.int64), "frame": np.arange(n)})
+        windows, score = eval_windows(frames, self.window_length)
+        features = np.asarray(features, dtype=np.float32)
+        for start in range(0, len(windows), self.batch_size):
+            rows, keep = (
+                windows[start : start + self.batch_size],
+                score[start : start + self.batch_size],
+            )
+            outputs = self.gru(torch.from_numpy(features[rows]).to(self.device))
+            for task, values in outputs.items():
+                logits[task][rows[keep]] = values.float().cpu().numpy()[keep]
+        return logits
+
+    def decode(
+        self, outputs: dict[str, np.ndarray], temporal: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expression probabilities [N, 7] and valence-arousal [N, 2] from CNN outputs, through
+        the GRU when `temporal` (default: whenever the Predictor has one)."""
+        temporal = self.gru is not None if temporal is None else temporal
+        logits, anchors = outputs, self.va_anchors
+        if temporal:
+            logits, anchors = self.temporal_outputs(outputs["features"]), self.gru_va_anchors
+        probs = torch.from_numpy(logits["expr"]).float().softmax(dim=-1).numpy()
+        va = va_expectation(torch.from_numpy(logits["va"]).float(), anchors).clamp(-1, 1).numpy()
+        return probs, va
+
+    def predict_frames(
+        self, crops: np.ndarray | Sequence[np.ndarray], temporal: bool | None = None
+    ) -> pd.DataFrame:
+        """Face crops (RGB uint8, a list of [H, W, 3] or one [N, H, W, 3] array) -> one row per
+        crop: ``frame`` then PREDICTION_COLUMNS. With a GRU the crops are one sequence."""
+        if isinstance(crops, np.ndarray) and crops.ndim != 4:
+            raise UserError(f"face crops must be [N, H, W, 3]; got an array of shape {crops.shape}")
+        checked = [_check_crop(crop, index) for index, crop in enumerate(crops)]
+        present, outputs = self.cnn_outputs(checked, len(checked))
+        table = prediction_table(present, *self.decode(outputs, temporal))
+        table.insert(0, "frame", np.arange(len(table)))
+        return table
+
+    def _detected(self, images: Iterable[np.ndarray], boxes: list) -> Iterable[np.ndarray | None]:
+        """The face crop of each image (None without a face); the chosen boxes go to `boxes`."""
+        for image in images:
+            box = largest(self.detector(image))
+            boxes.append(box)
+            yield None if box is None else crop_face(image, box, self.margin)
+
+    def _faces_table(
+        self, images: Iterable[np.ndarray], total: int | None, label: str, temporal: bool | None
+    ) -> pd.DataFrame:
+        boxes: list = []
+        present, outputs = self.cnn_outputs(self._detected(images, boxes), total, label)
+        table = prediction_table(present, *self.decode(outputs, temporal))
+        return pd.concat([box_table(boxes), table], axis=1)
+
+    def predict_video(self, path: str | Path, temporal: bool | None = None) -> pd.DataFrame:
+        """One row per video frame: ``frame`` (0-based), ``time`` (s), BOX_COLUMNS, then
+        PREDICTION_COLUMNS (empty without a face). With a GRU, it runs over the frames with a
+        face, in order."""
+        path = Path(path)
+        info = video_info(path)
+        table = self._faces_table(read_video(path), info.frames or None, path.name, temporal)
+        frames = np.arange(len(table))
+        table.insert(0, "frame", frames)
+        table.insert(1, "time", frames / info.fps if info.fps else np.nan)
+        return table
+
+    def predict_images(
+        self, paths: Sequence[str | Path], temporal: bool | None = None
+    ) -> pd.DataFrame:
+        """One row per readable image: ``frame`` (its position), ``image`` (file name),
+        BOX_COLUMNS, PREDICTION_COLUMNS. Unreadable files are left out and listed in
+        ``table.attrs["unreadable"]``; with a GRU the images are one sequence, in order."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise UserError("no images given")
+        readable: list[Path] = []
+        unreadable: list[str] = []
+
+        def images() -> Iterable[np.ndarray]:
+            for path in paths:
+                image = read_rgb(path)
+                if image is None:
+                    unreadable.append(str(path))
+                    continue
+                readable.append(path)
+                yield image
+
+        label = paths[0].parent.name or "images"
+        table = self._faces_table(images(), len(paths), label, temporal)
+        if not readable:
+            raise UserError(f"none of the {len(paths)} images could be read (first: {paths[0]})")
+        table.insert(0, "frame", np.arange(len(table)))
+        table.insert(1, "image", [path.name for path in readable])
+        table.attrs["unreadable"] = unreadable
+        return table

@@ -1,0 +1,364 @@
+"""Inference: ABAW 2021 submission files, videos / images / folders through `abaw predict`, the
+`Predictor` API, the GRU path's windows, the Haar detector on a real photograph, bad inputs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from abaw_lightning import EXPR_CLASSES
+from abaw_lightning.cli import main
+from abaw_lightning.data.synth.faces import Affect, draw_face, face_matrix, random_identity
+from abaw_lightning.data.synth.scenes import background
+from abaw_lightning.errors import UserError
+from abaw_lightning.inference.predictor import BOX_COLUMNS, PREDICTION_COLUMNS, Predictor
+from abaw_lightning.inference.submission import nearest, submission_text
+from abaw_lightning.stages.cnn import CnnStudent
+from abaw_lightning.stages.gru import GruTeacher
+
+OPTIMIZER = {"lr": 1e-4, "betas": [0.5, 0.999]}
+WINDOW = 8
+FPS = 25
+VA_LINE = re.compile(r"^-?[01]\.\d{3},-?[01]\.\d{3}$")
+
+
+def save_stage(stage: pl.LightningModule, path: Path) -> Path:
+    """A checkpoint as Lightning writes it: the module's state dict and its hyperparameters."""
+    torch.save(
+        {
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": pl.__version__,
+            "state_dict": stage.state_dict(),
+            "hyper_parameters": dict(stage.hparams),
+        },
+        path,
+    )
+    return path
+
+
+def write_checkpoints(folder: Path) -> tuple[Path, Path]:
+    """A ResNet-18 CNN student at 32x32 and a GRU (hidden 8, windows of 8), randomly initialised;
+    the VA output layers are scaled up so that predictions reach the clipped range."""
+    torch.manual_seed(0)
+    cnn = CnnStudent(
+        model={"arch": "resnet18", "weights": "none"}, optimizer=OPTIMIZER, image_size=32
+    )
+    gru = GruTeacher(optimizer=OPTIMIZER, hidden_size=8, window_length=WINDOW)
+    with torch.no_grad():
+        cnn.model.va_head.classify[1].weight.mul_(40)
+        cnn.model.expr_head.classify[1].weight.mul_(10)
+        gru.model.tasks["va"].classify[1].weight.mul_(40)
+    return save_stage(cnn, folder / "cnn.ckpt"), save_stage(gru, folder / "gru.ckpt")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    return write_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="module")
+def cnn_predictor(checkpoints) -> Predictor:
+    return Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def gru_predictor(checkpoints) -> Predictor:
+    return Predictor.from_checkpoints(*checkpoints, device="cpu", progress=False)
+
+
+def face_image(rng: np.random.Generator, height: int, width: int, box=None) -> np.ndarray:
+    """A BGR scene with a drawn face whose aligned box is (x, y, size), or none when box is None."""
+    image = background(rng, height, width)
+    if box is not None:
+        x, y, size = box
+        affect = Affect(int(rng.integers(7)), *rng.uniform(-1, 1, 2))
+        draw_face(image, face_matrix(x, y, size), random_identity(rng), affect)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+TEST_STEMS = {
+    # stem: (jpg frame numbers, video file stem, video frames)
+    "101-30-640x360": ([1, 2, 3, 6, 7, 8, 9, 10], "101-30-640x360", 14),
+    "102-25-480x360_left": (list(range(1, 10)), "102-25-480x360", 12),
+}
+
+
+@pytest.fixture(scope="module")
+def abaw_test(tmp_path_factory) -> Path:
+    """An Aff-Wild2 test set: cropped_aligned jpgs with gaps, videos longer than the crops (one
+    under batch2 and named without the `_left` suffix), and two test lists."""
+    root = tmp_path_factory.mktemp("affwild2")
+    rng = np.random.default_rng(7)
+    for stem, (numbers, video, count) in TEST_STEMS.items():
+        folder = root / "cropped_aligned" / stem
+        folder.mkdir(parents=True)
+        for number in numbers:
+            crop = face_image(rng, 112, 112, (0, 0, 112))
+            cv2.imwrite(str(folder / f"{number:05d}.jpg"), crop)
+        batch = "batch2" if stem.endswith("_left") else "batch1"
+        frames = [face_image(rng, 48, 64) for _ in range(count)]
+        write_video(root / "videos" / batch / f"{video}.mp4", frames)
+    (root / "test_set_Expr_Challenge.txt").write_text("\n".join(TEST_STEMS) + "\n")
+    (root / "test_set_VA_Challenge.txt").write_text(
+        "101-30-640x360\n999-missing\n\n102-25-480x360_left"
+    )
+    return root
+
+
+def read_crops(root: Path, stem: str) -> list[np.ndarray]:
+    folder = root / "cropped_aligned" / stem
+    return [cv2.imread(str(p))[:, :, ::-1].copy() for p in sorted(folder.glob("*.jpg"))]
+
+
+def submission_lines(path: Path) -> list[str]:
+    text = path.read_text()
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    return text.splitlines()
+
+
+def va_line(table: pd.DataFrame, row: int) -> str:
+    """The expected submission line of a predicted row: 3 decimals, no negative zero."""
+    values = [f"{table.loc[row, name]:.3f}" for name in ("valence", "arousal")]
+    return ",".join("0.000" if value == "-0.000" else value for value in values)
+
+
+def test_nearest_fill_and_submission_text():
+    predicted = np.array([1, 2, 3, 6, 7, 8, 9, 10])
+    filled = nearest(predicted, 14)
+    assert filled.tolist() == [0, 1, 2, 2, 3, 3, 4, 5, 6, 7, 7, 7, 7, 7]
+    assert nearest(np.array([3]), 4).tolist() == [0, 0, 0, 0]
+    va = np.array([[-0.00004, 1.2], [-1.5, 0.12351], [0.5, -0.9999]])
+    assert submission_text("va", va) == "valence,arousal\n0.000,1.000\n-1.000,0.124\n0.500,-1.000\n"
+    expr = np.array([0, 6, 3])
+    header = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
+    assert submission_text("expr", expr) == f"{header}\n0\n6\n3\n"
+
+
+def test_cnn_submission_with_videos(checkpoints, abaw_test, cnn_predictor, tmp_path, capsys):
+    out = tmp_path / "submission"
+    code = main(
+        [
+            "predict",
+            "--ckpt",
+            str(checkpoints[0]),
+            "--abaw-test",
+            str(abaw_test / "cropped_aligned"),
+            "--list",
+            str(abaw_test / "test_set_Expr_Challenge.txt"),
+            "--videos",
+            str(abaw_test / "videos"),
+            "--task",
+            "both",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "101-30-640x360: 14 lines (8 predicted, 6 filled)" in capsys.readouterr().out
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*.txt"))
+    assert files == [
+        "EXPR_Set/101-30-640x360.txt",
+        "EXPR_Set/102-25-480x360_left.txt",
+        "VA_Set/101-30-640x360.txt",
+        "VA_Set/102-25-480x360_left.txt",
+    ]
+    for stem, (numbers, _, frames) in TEST_STEMS.items():
+        expr = submission_lines(out / "EXPR_Set" / f"{stem}.txt")
+        va = submission_lines(out / "VA_Set" / f"{stem}.txt")
+        assert expr[0] == ",".join(EXPR_CLASSES) and va[0] == "valence,arousal"
+        assert len(expr) == len(va) == frames + 1  # the video is longer than the crops
+        assert all(VA_LINE.match(line) for line in va[1:])
+        values = np.array([[float(v) for v in line.split(",")] for line in va[1:]])
+        assert np.abs(values).max() <= 1.0 and np.abs(values).max() > 0.5
+        table = cnn_predictor.predict_frames(read_crops(abaw_test, stem))
+        classes = table[list(EXPR_CLASSES)].to_numpy().argmax(axis=1)
+        rows = nearest(np.array(numbers), frames)
+        assert expr[1:] == [str(c) for c in classes[rows]]
+        assert va[1:] == [va_line(table, r) for r in rows]
+
+
+def test_gru_submission_one_task_without_videos(checkpoints, abaw_test, gru_predictor, tmp_path):
+    out = tmp_path / "submission"
+    args = ["predict", "--ckpt", str(checkpoints[0]), "--gru-ckpt", str(checkpoints[1])]
+    args += ["--abaw-test", str(abaw_test / "cropped_aligned"), "--out", str(out)]
+    args += ["--list", str(abaw_test / "test_set_Expr_Challenge.txt"), "--task", "va"]
+    assert main(args) == 0
+    assert not (out / "EXPR_Set").exists()
+    for stem, (numbers, _, _) in TEST_STEMS.items():
+        va = submission_lines(out / "VA_Set" / f"{stem}.txt")
+        assert len(va) == numbers[-1] + 1  # without the video: up to the highest jpg
+        sequence = gru_predictor.predict_frames(read_crops(abaw_test, stem))
+        rows = nearest(np.array(numbers), numbers[-1])
+        assert va[1:] == [va_line(sequence, r) for r in rows]
+
+
+def test_submission_list_naming_a_missing_video(checkpoints, abaw_test, tmp_path, capsys):
+    out = tmp_path / "submission"
+    args = ["predict", "--ckpt", str(checkpoints[0]), "--out", str(out), "--task", "expr"]
+    args += ["--abaw-test", str(abaw_test / "cropped_aligned")]
+    args += ["--list", str(abaw_test / "test_set_VA_Challenge.txt")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "1 input(s) failed" in err
+    assert "999-missing: no face crops for 999-missing" in err
+    assert sorted(p.name for p in (out / "EXPR_Set").iterdir()) == [
+        "101-30-640x360.txt",
+        "102-25-480x360_left.txt",
+    ]
+    empty_videos = tmp_path / "no_videos"
+    empty_videos.mkdir()
+    assert main([*args, "--videos", str(empty_videos)]) == 1
+    assert "no video file for 101-30-640x360 in the --videos folder" in capsys.readouterr().err
+
+
+FACE_FRAMES = [True] * 5 + [False] * 3 + [True] * 5 + [False]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """A 320x240 mp4 at 25 fps: one person, with three and one faceless frames."""
+    rng = np.random.default_rng(3)
+    identity = random_identity(np.random.default_rng(16))  # a face the Haar cascade finds
+    frames = []
+    for index, has_face in enumerate(FACE_FRAMES):
+        image = background(rng, 240, 320)
+        if has_face:
+            box = face_matrix(60 + 4 * index, 50 + 2 * index, 110)
+            draw_face(image, box, identity, Affect(index % 7, 0.5, 0.5))
+        frames.append(np.clip(image, 0, 255).astype(np.uint8))
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames)
+
+
+def test_video_through_the_cli_gives_one_row_per_frame(checkpoints, video, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoints[0]), str(video), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "clip.csv", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == ["frame", "time", *BOX_COLUMNS, *PREDICTION_COLUMNS]
+    assert table["frame"].tolist() == list(range(len(FACE_FRAMES)))
+    assert np.allclose(table["time"], np.round(np.arange(len(FACE_FRAMES)) / FPS, 4))
+    assert table["face"].tolist() == FACE_FRAMES
+    faces = table[table["face"]]
+    assert faces[PREDICTION_COLUMNS].notna().all().all()
+    assert np.allclose(faces[list(EXPR_CLASSES)].sum(axis=1), 1.0, atol=1e-3)
+    assert set(faces["expression"]) <= set(EXPR_CLASSES)
+    assert faces[["valence", "arousal"]].abs().max().max() <= 1.0
+    assert ((faces["w"] > 80) & (faces["w"] == faces["h"])).all()
+    assert table.loc[~table["face"], ["x", *PREDICTION_COLUMNS]].isna().all().all()
+    plot = cv2.imread(str(out / "clip.png"))
+    assert plot is not None and plot.shape == (500, 1000, 3)
+
+
+def test_gru_and_cnn_video_paths_agree_in_shape_and_alignment(cnn_predictor, gru_predictor, video):
+    cnn = cnn_predictor.predict_video(video)
+    gru = gru_predictor.predict_video(video)
+    assert cnn.shape == gru.shape and list(cnn.columns) == list(gru.columns)
+    keys = ["frame", "time", *BOX_COLUMNS]
+    pd.testing.assert_frame_equal(cnn[keys], gru[keys])
+    assert gru["valence"].notna().tolist() == gru["face"].tolist() == FACE_FRAMES
+    assert not np.allclose(cnn.loc[cnn["face"], "valence"], gru.loc[gru["face"], "valence"])
+    assert gru_predictor.predict_video(video, temporal=False).equals(cnn)
+
+
+def test_gru_windows_cover_every_frame_once(gru_predictor):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(13, 2, 128)).astype(np.float32)
+    logits = gru_predictor.temporal_outputs(features)
+    with torch.inference_mode():
+        first = gru_predictor.gru(torch.from_numpy(features[None, 0:8]))
+        last = gru_predictor.gru(torch.from_numpy(features[None, 5:13]))  # end-aligned
+        short = gru_predictor.gru(torch.from_numpy(features[None, [0, 1, 2, 2, 2, 2, 2, 2]]))
+    for task in ("expr", "va"):
+        expected = np.concatenate([first[task][0].numpy(), last[task][0, 3:].numpy()])
+        np.testing.assert_allclose(logits[task], expected, rtol=1e-5, atol=1e-5)
+        padded = gru_predictor.temporal_outputs(features[:3])[task]
+        np.testing.assert_allclose(padded, short[task][0, :3].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_predictor_api(checkpoints, cnn_predictor):
+    from abaw_lightning import Predictor as Exported
+
+    assert Exported is Predictor
+    assert (cnn_predictor.image_size, cnn_predictor.window_length) == (32, 32)
+    rng = np.random.default_rng(1)
+    crops = np.stack([face_image(rng, 112, 112, (0, 0, 112))[:, :, ::-1] for _ in range(3)])
+    from_array = cnn_predictor.predict_frames(crops)
+    from_list = cnn_predictor.predict_frames(list(crops))
+    assert list(from_array.columns) == ["frame", *PREDICTION_COLUMNS]
+    pd.testing.assert_frame_equal(from_array, from_list)
+    assert np.allclose(from_array[list(EXPR_CLASSES)].sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(UserError, match="face crop 0 is not an RGB uint8"):
+        cnn_predictor.predict_frames([crops[0].astype(np.float32)])
+    with pytest.raises(UserError, match="has no GRU"):
+        cnn_predictor.temporal_outputs(np.zeros((2, 2, 128), np.float32))
+    gru = Predictor.from_checkpoints(*checkpoints, device="cpu", progress=False)
+    assert (gru.window_length, gru.device.type) == (WINDOW, "cpu")
+
+
+def test_haar_detector_finds_the_face_of_a_real_photograph(checkpoints, tmp_path):
+    data = pytest.importorskip("skimage.data", reason="scikit-image ships the photograph")
+    photo = tmp_path / "photos" / "astronaut.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), data.astronaut()[:, :, ::-1])
+    cv2.imwrite(str(photo.parent / "wall.png"), np.full((200, 200, 3), 90, np.uint8))
+    (photo.parent / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    args = ["predict", "--ckpt", str(checkpoints[0]), "--out", str(out)]
+    assert main([*args, str(photo), str(photo.parent)]) == 0
+    single = pd.read_csv(out / "astronaut.csv", keep_default_na=False, na_values=[""])
+    assert list(single.columns) == ["frame", "image", *BOX_COLUMNS, *PREDICTION_COLUMNS]
+    row = single.iloc[0]
+    assert len(single) == 1 and row["face"] and row["image"] == "astronaut.png"
+    # Eileen Collins' face: about x 175-275, y 65-165 in the 512x512 photograph
+    assert abs(row["x"] - 177) <= 8 and abs(row["y"] - 66) <= 8 and 85 <= row["w"] <= 110
+    assert abs(sum(row[name] for name in EXPR_CLASSES) - 1.0) < 1e-3
+    assert row["expression"] in EXPR_CLASSES and -1 <= row["valence"] <= 1
+    folder = pd.read_csv(out / "photos.csv", keep_default_na=False, na_values=[""])
+    assert folder["image"].tolist() == ["astronaut.png", "wall.png"]
+    assert folder["face"].tolist() == [True, False]
+
+
+def test_bad_inputs_are_reported_and_the_others_processed(checkpoints, video, tmp_path, capsys):
+    cnn, gru = (str(path) for path in checkpoints)
+    out = tmp_path / "out"
+    missing = str(tmp_path / "none.ckpt")
+    assert main(["predict", "--ckpt", missing, str(video), "--out", str(out)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["predict", "--ckpt", gru, str(video), "--out", str(out)]) == 2
+    assert "is it a CNN-stage checkpoint?" in capsys.readouterr().err
+    assert main(["predict", "--ckpt", cnn, "--gru-ckpt", cnn, str(video), "--out", str(out)]) == 2
+    assert "is it a GRU-stage checkpoint?" in capsys.readouterr().err
+    assert main(["predict", "--ckpt", cnn, "--out", str(out)]) == 2
+    assert "nothing to predict" in capsys.readouterr().err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00not a video" * 100)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    inputs = [str(broken), str(empty), str(notes), str(tmp_path / "gone.avi"), str(video)]
+    assert main(["predict", "--ckpt", cnn, *inputs, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "4 input(s) failed" in err
+    assert f"cannot open video {broken}" in err
+    assert f"no images in {empty}" in err
+    assert f"{notes} is neither a video, an image nor a folder of images" in err
+    assert f"input not found: {tmp_path / 'gone.avi'}" in err
+    assert sorted(p.name for p in out.iterdir()) == ["clip.csv", "clip.png"]
