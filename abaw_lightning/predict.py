@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.inference.detection import MARGIN
@@ -95,9 +96,9 @@ def predict_input(predictor: Predictor, path: Path, out: Path, name: str) -> lis
         raise UserError(f"{path} is neither a video, an image nor a folder of images")
     unreadable = table.attrs.get("unreadable", [])
     if unreadable:
-        Console(stderr=True).print(
-            f"[yellow]warning:[/] {len(unreadable)} unreadable image(s) in {path} left out "
-            f"(first: {unreadable[0]})",
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning:[/] {len(unreadable)} unreadable image(s) in {escape(str(path))} "
+            f"left out (first: {escape(unreadable[0])})",
             highlight=False,
         )
     csv = out / f"{name}.csv"

@@ -16,7 +16,8 @@ Box = tuple[int, int, int, int]
 """A face box ``(x, y, width, height)`` in pixels of the full image."""
 
 Detector = Callable[[np.ndarray], Sequence[Box]]
-"""Any callable taking an RGB uint8 [H, W, 3] image and returning face boxes (x, y, w, h)."""
+"""Any callable taking an RGB uint8 [H, W, 3] image and returning face boxes (x, y, w, h), the
+most confident first: the first box is the face that is predicted."""
 
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 MARGIN = 0.1
@@ -24,8 +25,9 @@ MARGIN = 0.1
 
 
 class HaarDetector:
-    """OpenCV's bundled frontal-face Haar cascade (no download); large images are detected on a
-    copy whose longer side is at most `max_side`, for speed."""
+    """OpenCV's bundled frontal-face Haar cascade (no download), boxes ordered by the cascade's
+    confidence (its final-stage weight); large images are detected on a copy whose longer side is
+    at most `max_side`, for speed."""
 
     def __init__(
         self,
@@ -52,15 +54,21 @@ class HaarDetector:
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
-        found = self.classifier.detectMultiScale(
-            gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size)
+        found, _, weights = self.classifier.detectMultiScale3(
+            gray,
+            self.scale_factor,
+            self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+            outputRejectLevels=True,
         )
-        return [tuple(round(float(v) / scale) for v in box) for box in np.reshape(found, (-1, 4))]
+        order = np.argsort(-np.ravel(weights), kind="stable")
+        boxes = np.reshape(found, (-1, 4))[order]
+        return [tuple(round(float(v) / scale) for v in box) for box in boxes]
 
 
-def largest(boxes: Sequence[Box]) -> Box | None:
-    """The box with the largest area (the main face), or None when there is none."""
-    return max(boxes, key=lambda box: box[2] * box[3], default=None)
+def main_face(boxes: Sequence[Box]) -> Box | None:
+    """The face to predict: the detector's first (most confident) box, or None without one."""
+    return tuple(int(v) for v in boxes[0]) if len(boxes) else None
 
 
 def square_box(box: Box, margin: float = MARGIN) -> tuple[float, float, float, float]:

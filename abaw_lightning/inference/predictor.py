@@ -14,7 +14,7 @@ from abaw_lightning import EXPR_CLASSES
 from abaw_lightning.data.transforms import val_transform
 from abaw_lightning.data.windows import LENGTH, eval_windows
 from abaw_lightning.errors import UserError
-from abaw_lightning.inference.detection import MARGIN, Detector, HaarDetector, crop_face, largest
+from abaw_lightning.inference.detection import MARGIN, Detector, HaarDetector, crop_face, main_face
 from abaw_lightning.inference.media import read_rgb, read_video, video_info
 from abaw_lightning.inference.progress import progress_bar
 from abaw_lightning.losses import va_expectation
@@ -80,9 +80,10 @@ class Predictor:
 
     Face crops are resized and centre-cropped exactly as in validation (the checkpoint's
     ``image_size`` and ``resize``); full images and video frames first go through the detector,
-    whose largest box is cut as a square with `margin` added on each side. With a GRU, a sequence
-    (a video, an image folder, a list of crops) is cut into non-overlapping windows of the
-    checkpoint's ``window_length``, the last one end-aligned, so every frame is predicted once.
+    whose first (most confident) box is cut as a square with `margin` added on each side. With a
+    GRU, a sequence (a video, an image folder, a list of crops) is cut into non-overlapping windows
+    of the checkpoint's ``window_length``, the last one end-aligned, so every frame is predicted
+    once.
     """
 
     def __init__(
@@ -244,7 +245,7 @@ class Predictor:
     def _detected(self, images: Iterable[np.ndarray], boxes: list) -> Iterable[np.ndarray | None]:
         """The face crop of each image (None without a face); the chosen boxes go to `boxes`."""
         for image in images:
-            box = largest(self.detector(image))
+            box = main_face(self.detector(image))
             boxes.append(box)
             yield None if box is None else crop_face(image, box, self.margin)
 
