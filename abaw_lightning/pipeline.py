@@ -1,8 +1,9 @@
 """The per-seed stage graph: artifact paths, skipping finished stages, resuming interrupted ones.
 
 Layout: ``<runs_dir>/<experiment_name>/seed_<seed>/<stage>/`` holds ``config.yaml``, ``wandb_id``,
-``checkpoints/{last,best}.ckpt`` and, once the stage is complete, ``metrics.json``. A stage with
-``metrics.json`` is skipped; one with ``last.ckpt`` resumes from it under the same W&B run.
+``checkpoints/{last,best}.ckpt`` and, once the stage is complete, ``val_predictions.parquet`` then
+``metrics.json``. A stage with ``metrics.json`` is skipped; one with ``last.ckpt`` resumes from it
+under the same W&B run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from abaw_lightning.data.features import FeatureCache, default_views, ensure_fea
 from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.stages.callbacks import ValidationHistory
-from abaw_lightning.stages.checkpoints import load_cnn, load_temporal
+from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
+from abaw_lightning.validation import predict_validation, write_predictions
 
 console = Console()
 MONITOR = "val/total"
@@ -48,6 +50,10 @@ class StagePaths:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "val_predictions.parquet"
 
     @property
     def wandb_id(self) -> Path:
@@ -277,24 +283,45 @@ def run_stage(cfg: DictConfig, stage: str) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     finally:
         _finish_wandb()
-    return _write_metrics(paths, trainer, callbacks)
-
-
-def _write_metrics(paths: StagePaths, trainer: pl.Trainer, callbacks: list) -> dict:
-    """Record the finished stage: best validation metrics, checkpoint, epochs, wall time."""
-    history = next(c for c in callbacks if isinstance(c, ValidationHistory))
+    history, epochs, global_step = _fit_record(paths, trainer, callbacks)
     best_checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
-    best = history.best()
-    if best is None or not best_checkpoint.best_model_path:
+    if history.best() is None or not best_checkpoint.best_model_path:
         raise UserError(
             f"stage in {paths.root} finished without a validation score: the validation tables "
             "are empty or limit_val_batches is 0."
         )
+    best_path = Path(best_checkpoint.best_model_path).resolve()
+    predictions = predict_validation(trainer, module, datamodule, best_path)
+    write_predictions(predictions, paths.predictions)
+    return _write_metrics(paths, history, best_path, epochs, global_step)
+
+
+def _fit_record(
+    paths: StagePaths, trainer: pl.Trainer, callbacks: list
+) -> tuple[ValidationHistory, int, int]:
+    """The validation history, epochs and global step of the finished fit.
+
+    With a spawning strategy (``trainer=ddp``: ddp_spawn) the fit ran in child processes and
+    only the best checkpoint path comes back, so they are read from the final ``last.ckpt``.
+    """
+    history = next(c for c in callbacks if isinstance(c, ValidationHistory))
+    if history.epochs or not paths.last.is_file():
+        return history, trainer.current_epoch, trainer.global_step
+    checkpoint = read_checkpoint(paths.last)
+    history.load_state_dict(checkpoint["callbacks"][history.state_key])
+    return history, checkpoint["epoch"] + 1, checkpoint["global_step"]
+
+
+def _write_metrics(
+    paths: StagePaths, history: ValidationHistory, best_path: Path, epochs: int, global_step: int
+) -> dict:
+    """Record the finished stage: best validation metrics, checkpoint, epochs, wall time."""
+    best = history.best()
     result = {
         "best": best,
-        "best_checkpoint": str(Path(best_checkpoint.best_model_path).resolve()),
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
+        "best_checkpoint": str(best_path),
+        "epochs": epochs,
+        "global_step": global_step,
         "wall_seconds": round(history.wall_seconds, 3),
         "history": history.epochs,
     }

@@ -1,0 +1,132 @@
+"""Mean +/- std over seeds per experiment and stage, laid out like the paper's tables, as a
+DataFrame, Markdown, CSV, JSON or a rich table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+from rich.table import Table
+
+from abaw_lightning.report.runs import METRICS, PAPER
+
+PAPER_COLUMNS = ("paper_expr", "paper_valence", "paper_arousal")
+TEXT_COLUMNS = ("experiment", "stage", "incomplete")
+DISPLAY = {
+    "expr_score": "EXPR",
+    "ccc_v": "Valence",
+    "ccc_a": "Arousal",
+    "expr_f1": "F1",
+    "expr_acc": "Acc",
+    "total": "Total",
+}
+"""Display columns in the paper's order (EXPR score, CCC valence, CCC arousal), then the rest."""
+
+
+def _incomplete(group: pd.DataFrame) -> list[str]:
+    return [f"seed {r.seed}: {r.status}" for r in group[~group["complete"]].itertuples()]
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, stage): n complete seeds, mean and sample std (ddof=1) of every
+    metric over them, the incomplete seeds, the data source and, on real ABAW 2021 data, the
+    paper's figures for the row the stage reproduces."""
+    rows = []
+    for (experiment, stage), group in runs.groupby(["experiment", "stage"], sort=False):
+        done = group[group["complete"]]
+        sources = set(done["data"]) or set(group["data"])
+        data = sources.pop() if len(sources) == 1 else "mixed"
+        rows_named = done["paper_row"].dropna().unique()
+        paper = PAPER.get(rows_named[0]) if data == "abaw2021" and len(rows_named) == 1 else None
+        row = {
+            "experiment": experiment,
+            "stage": stage,
+            "n": len(done),
+            "seeds": [int(s) for s in done["seed"]],
+            "incomplete": _incomplete(group),
+            "data": data,
+        }
+        for name in METRICS:
+            values = done[name].astype(float)
+            row[f"{name}_mean"] = values.mean() if len(values) else math.nan
+            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        row |= dict(zip(PAPER_COLUMNS, paper or (math.nan,) * 3, strict=True))
+        row["paper_row"] = rows_named[0] if paper else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Strings for display: "mean ± std" cells, paper figures when any row has them, and the
+    incomplete seeds when there are any."""
+    shown = pd.DataFrame(
+        {"experiment": table["experiment"], "stage": table["stage"], "n": table["n"].astype(str)}
+    )
+    for name, title in DISPLAY.items():
+        means, stds = table[f"{name}_mean"], table[f"{name}_std"]
+        shown[title] = [_cell(m, s) for m, s in zip(means, stds, strict=True)]
+    if table[list(PAPER_COLUMNS)].notna().any(axis=None):
+        for column, title in zip(PAPER_COLUMNS, ("paper EXPR", "paper V", "paper A"), strict=True):
+            shown[title] = ["" if math.isnan(v) else f"{v:.3f}" for v in table[column]]
+    if table["incomplete"].map(len).any():
+        shown["incomplete"] = table["incomplete"].map("; ".join)
+    return shown
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The formatted table as a GitHub Markdown table."""
+    shown = format_table(table)
+    lines = ["| " + " | ".join(shown.columns) + " |"]
+    lines.append("|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in shown) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(table: pd.DataFrame) -> list[dict]:
+    """Records with NaN as None (valid JSON)."""
+    return [
+        {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in row.items()}
+        for row in table.to_dict(orient="records")
+    ]
+
+
+def to_json(table: pd.DataFrame) -> str:
+    return json.dumps(_plain(table), indent=2) + "\n"
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """Numbers in full precision; seed lists space-separated, incomplete seeds `; `-separated."""
+    flat = table.assign(
+        seeds=table["seeds"].map(lambda seeds: " ".join(map(str, seeds))),
+        incomplete=table["incomplete"].map("; ".join),
+    )
+    return flat.to_csv(index=False)
+
+
+FORMATS = {"md": to_markdown, "csv": to_csv, "json": to_json}
+
+
+def rich_table(table: pd.DataFrame, title: str) -> Table:
+    """The table for the terminal: the paper's figure under the measured EXPR, Valence and
+    Arousal cells (when shown); incomplete seeds are left to the caller to list below."""
+    shown = format_table(table).drop(columns=["incomplete"], errors="ignore")
+    paper = dict(zip(("EXPR", "Valence", "Arousal"), PAPER_COLUMNS, strict=True))
+    out = Table(title=title)
+    columns = [c for c in shown.columns if not c.startswith("paper ")]
+    for column in columns:
+        out.add_column(column, justify="left" if column in TEXT_COLUMNS else "right", no_wrap=True)
+    for index, row in shown.iterrows():
+        cells = []
+        for column in columns:
+            figure = table.loc[index, paper[column]] if column in paper else math.nan
+            extra = "" if math.isnan(figure) else f"\n[dim]paper {figure:.3f}[/]"
+            cells.append(str(row[column]) + extra)
+        out.add_row(*cells)
+    return out
