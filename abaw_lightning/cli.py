@@ -14,6 +14,7 @@ COMMANDS = {
     "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
     "prepare": ("abaw_lightning.data.prepare", "build the training parts from the real datasets"),
     "demo": ("abaw_lightning.demo", "synthetic data -> prepare -> the four stages -> a table"),
+    "report": ("abaw_lightning.report.command", "mean +/- std over seeds: table and plots"),
     "predict": ("abaw_lightning.predict", "test submissions, or per-frame CSVs of videos/images"),
     "export": ("abaw_lightning.export", "the CNN (and GRU) as ONNX or TorchScript, verified"),
 }
