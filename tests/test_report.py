@@ -1,0 +1,292 @@
+"""`abaw report` and the results notebook on a hand-written runs folder in abaw-train's layout:
+statuses, mean +/- std over seeds, the paper-figure rule, table formats, plots, the notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from abaw_lightning import cli, report
+from abaw_lightning.data.windows import WindowDataset, eval_windows
+from abaw_lightning.errors import UserError
+from abaw_lightning.report.plots import confusion_counts
+from abaw_lightning.validation import frame_images
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "results.ipynb"
+PNG = b"\x89PNG\r\n\x1a\n"
+TEACHER = {  # seed -> (expr_f1, expr_acc, ccc_v, ccc_a)
+    0: (0.40, 0.60, 0.40, 0.30),
+    1: (0.45, 0.65, 0.45, 0.30),
+    2: (0.50, 0.70, 0.50, 0.36),
+}
+STUDENT = {0: (0.50, 0.70, 0.50, 0.40), 1: (0.52, 0.72, 0.44, 0.42)}
+
+
+def best_record(f1: float, acc: float, ccc_v: float, ccc_a: float, epoch: int = 1) -> dict:
+    score = 0.67 * f1 + 0.33 * acc
+    return {
+        "epoch": epoch,
+        "step": 10 * (epoch + 1),
+        "val/expr_f1": f1,
+        "val/expr_acc": acc,
+        "val/expr_score": score,
+        "val/ccc_v": ccc_v,
+        "val/ccc_a": ccc_a,
+        "val/total": score + ccc_v + ccc_a,
+    }
+
+
+def write_stage(
+    seed_dir: Path, stage: str, config: str, values: tuple | None, predictions=None
+) -> Path:
+    """One stage folder as the pipeline writes it; `values=None`: interrupted (last.ckpt only)."""
+    root = seed_dir / stage
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "config.yaml").write_text(config)
+    (root / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    if values is not None:
+        history = [best_record(*(v * 0.5 for v in values), epoch=0), best_record(*values)]
+        record = {
+            "best": history[1],
+            "best_checkpoint": str(root / "checkpoints" / "best.ckpt"),
+            "epochs": 2,
+            "global_step": 20,
+            "wall_seconds": 12.5,
+            "history": history,
+        }
+        (root / "metrics.json").write_text(json.dumps(record, indent=2))
+    if predictions is not None:
+        predictions.to_parquet(root / "val_predictions.parquet", index=False)
+    return root
+
+
+def predictions_table() -> pd.DataFrame:
+    """Four EXPR frames (one unlabelled) and three VA frames."""
+    return pd.DataFrame(
+        {
+            "set": ["expr"] * 4 + ["va"] * 3,
+            "image": [f"crops/val/{i:05d}.jpg" for i in range(7)],
+            "expr_true": np.array([0, 4, 4, -1, -1, -1, -1], np.int8),
+            "expr_pred": np.array([0, 4, 5, 2, 1, 1, 1], np.int8),
+            "valence_true": np.array([np.nan] * 4 + [0.5, -0.2, 0.1], np.float32),
+            "arousal_true": np.array([np.nan] * 4 + [0.3, 0.0, -0.4], np.float32),
+            "valence_pred": np.array([0.1] * 4 + [0.4, -0.1, 0.0], np.float32),
+            "arousal_pred": np.array([0.1] * 4 + [0.2, 0.1, -0.3], np.float32),
+        }
+    )
+
+
+def config_yaml(root: Path, parts: str = "[expr, va, expr_va]", shared: str = "true") -> str:
+    return (
+        f"data:\n  root: {root}\n  parts: {parts}\n"
+        f"stages:\n  cnn_student:\n    module:\n      shared_annotations: {shared}\n"
+    )
+
+
+def prepared_folder(top: Path, synthetic: bool) -> Path:
+    """A prepared folder whose manifest names source folders (in an `abaw synth` output or not)."""
+    sources = {name: top / "sources" / name for name in ("affwild2", "expw", "afew_va")}
+    for folder in sources.values():
+        folder.mkdir(parents=True)
+    if synthetic:
+        (top / "sources" / "synth.json").write_text('{"seed": 0}')
+    prepared = top / "prepared"
+    prepared.mkdir()
+    manifest = {"sources": {k: str(v) for k, v in sources.items()}, "rows": {}}
+    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    return prepared
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    synth = prepared_folder(tmp_path / "synth", synthetic=True)
+    runs = tmp_path / "runs"
+    for seed, values in TEACHER.items():
+        write_stage(
+            runs / "paper_x" / f"seed_{seed}",
+            "cnn_teacher",
+            config_yaml(real),
+            values,
+            predictions_table(),
+        )
+    write_stage(runs / "paper_x" / "seed_3", "cnn_teacher", config_yaml(real), None)
+    for seed, values in STUDENT.items():
+        config = config_yaml(real, shared="false")
+        write_stage(runs / "paper_x" / f"seed_{seed}", "cnn_student", config, values)
+    broken = write_stage(runs / "paper_x" / "seed_2", "cnn_student", config_yaml(real), None)
+    (broken / "metrics.json").write_text("{ not json")
+    (runs / "paper_x" / "seed_0" / "features").mkdir()  # the GRU feature cache: not a stage
+    write_stage(runs / "synth_y" / "seed_0", "cnn_teacher", config_yaml(synth), TEACHER[0])
+    (runs / "multirun" / "2026-01-01_00-00-00" / "0_synth_y_seed_0").mkdir(parents=True)
+    return runs
+
+
+def test_load_runs_lists_every_seed_with_its_status_and_data_source(runs):
+    frame = report.load_runs(runs)
+    assert frame[["experiment", "stage", "seed", "status"]].values.tolist() == [
+        ["paper_x", "cnn_teacher", 0, "complete"],
+        ["paper_x", "cnn_teacher", 1, "complete"],
+        ["paper_x", "cnn_teacher", 2, "complete"],
+        ["paper_x", "cnn_teacher", 3, "interrupted"],
+        ["paper_x", "cnn_student", 0, "complete"],
+        ["paper_x", "cnn_student", 1, "complete"],
+        ["paper_x", "cnn_student", 2, frame.loc[6, "status"]],
+        ["paper_x", "cnn_student", 3, "not started"],
+        ["synth_y", "cnn_teacher", 0, "complete"],
+    ]
+    assert frame.loc[6, "status"].startswith("unreadable metrics.json")
+    assert list(frame["data"]) == ["abaw2021"] * 7 + ["unknown", "synthetic"]
+    assert math.isnan(frame.loc[3, "total"])
+    assert frame.loc[0, "expr_f1"] == 0.40
+    one = report.load_runs(runs / "paper_x")  # one experiment's folder works too
+    assert set(one["experiment"]) == {"paper_x"}
+
+
+def test_summary_is_mean_and_sample_std_over_complete_seeds_with_paper_figures(runs):
+    table = report.summary(report.load_runs(runs)).set_index(["experiment", "stage"])
+    assert list(table.index) == [
+        ("paper_x", "cnn_teacher"),
+        ("paper_x", "cnn_student"),
+        ("synth_y", "cnn_teacher"),
+    ]
+    teacher = table.loc[("paper_x", "cnn_teacher")]
+    assert (teacher["n"], teacher["seeds"]) == (3, [0, 1, 2])
+    assert teacher["incomplete"] == ["seed 3: interrupted"]
+    assert teacher["expr_f1_mean"] == pytest.approx(0.45)
+    assert teacher["expr_f1_std"] == pytest.approx(0.05)
+    assert teacher["expr_acc_mean"] == pytest.approx(0.65)
+    assert teacher["expr_score_mean"] == pytest.approx(0.67 * 0.45 + 0.33 * 0.65)
+    assert teacher["expr_score_std"] == pytest.approx(0.05)  # 0.67 * 0.05 + 0.33 * 0.05
+    assert teacher["ccc_a_mean"] == pytest.approx(0.32)
+    assert teacher["ccc_a_std"] == pytest.approx(math.sqrt(0.0012))
+    assert teacher["total_mean"] == pytest.approx(0.67 * 0.45 + 0.33 * 0.65 + 0.45 + 0.32)
+    assert (teacher["paper_expr"], teacher["paper_valence"], teacher["paper_arousal"]) == (
+        0.513,
+        0.438,
+        0.398,
+    )
+    student = table.loc[("paper_x", "cnn_student")]
+    assert student["n"] == 2
+    assert student["ccc_v_std"] == pytest.approx(math.sqrt(0.0018))
+    assert student["paper_row"] == "student CNN, no sharing (Eq. 9)"
+    assert student["incomplete"][0].startswith("seed 2: unreadable metrics.json")
+    assert student["incomplete"][1] == "seed 3: not started"
+    synthetic = table.loc[("synth_y", "cnn_teacher")]
+    assert synthetic["n"] == 1 and math.isnan(synthetic["expr_f1_std"])
+    assert synthetic["data"] == "synthetic" and math.isnan(synthetic["paper_expr"])
+
+
+def test_data_source_rule(tmp_path):
+    assert report.data_source(str(prepared_folder(tmp_path / "a", synthetic=False))) == "abaw2021"
+    assert report.data_source(str(prepared_folder(tmp_path / "b", synthetic=True))) == "synthetic"
+    moved = prepared_folder(tmp_path / "c", synthetic=False)
+    (tmp_path / "c" / "sources" / "expw").rmdir()
+    assert report.data_source(str(moved)) == "unknown"  # a source that is gone proves nothing
+    assert report.data_source(str(tmp_path / "nowhere")) == "unknown"
+
+
+def test_cli_prints_json_csv_and_markdown(runs, capsys):
+    assert cli.main(["report", str(runs), "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["experiment"], r["stage"], r["n"]) for r in records] == [
+        ("paper_x", "cnn_teacher", 3),
+        ("paper_x", "cnn_student", 2),
+        ("synth_y", "cnn_teacher", 1),
+    ]
+    assert records[2]["expr_f1_std"] is None and records[2]["paper_expr"] is None
+    assert cli.main(["report", str(runs), "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[1].startswith("paper_x,cnn_teacher,3,0 1 2,seed 3: interrupted,abaw2021,")
+    assert cli.main(["report", str(runs / "paper_x"), "--format", "md"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| experiment | stage | n | EXPR | Valence | Arousal | F1 |")
+    assert "| paper EXPR | paper V | paper A | incomplete |" in lines[0]
+    assert lines[2].startswith("| paper_x | cnn_teacher | 3 | 0.516 ± 0.050 | 0.450 ± 0.050 |")
+    assert lines[2].endswith("| 0.513 | 0.438 | 0.398 | seed 3: interrupted |")
+
+
+def test_cli_out_writes_the_table_and_png_plots(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    terminal = capsys.readouterr().out
+    assert "0.516 ± 0.050" in terminal and "paper 0.513" in terminal
+    assert "not averaged: paper_x/cnn_teacher seed 3: interrupted" in terminal
+    assert (out / "summary.md").read_text().startswith("| experiment | stage |")
+    pngs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert pngs == [
+        "distributions.png",
+        "paper_x/cnn_student/curves.png",
+        "paper_x/cnn_teacher/confusion.png",
+        "paper_x/cnn_teacher/curves.png",
+        "paper_x/cnn_teacher/va_density.png",
+        "synth_y/cnn_teacher/curves.png",
+    ]
+    assert all((out / png).read_bytes().startswith(PNG) for png in pngs)
+    assert "no confusion matrix" in terminal  # cnn_student's best seed has no predictions file
+
+
+def test_best_seed_history_and_confusion_counts(runs):
+    frame = report.load_runs(runs)
+    assert report.best_seed(frame, "paper_x", "cnn_teacher") == 2
+    history = report.load_history(frame)
+    teacher = history[(history["experiment"] == "paper_x") & (history["stage"] == "cnn_teacher")]
+    assert teacher[["seed", "epoch"]].values.tolist() == [
+        [0, 0],
+        [0, 1],
+        [1, 0],
+        [1, 1],
+        [2, 0],
+        [2, 1],
+    ]
+    assert teacher["ccc_v"].tolist() == pytest.approx([0.2, 0.4, 0.225, 0.45, 0.25, 0.5])
+    counts = confusion_counts(report.load_predictions(frame, "paper_x", "cnn_teacher", 2))
+    expected = np.zeros((7, 7), np.int64)
+    expected[0, 0], expected[4, 4], expected[4, 5] = 1, 1, 1
+    np.testing.assert_array_equal(counts, expected)
+    figure = report.va_density(predictions_table(), "x")
+    assert isinstance(figure, matplotlib.figure.Figure) and len(figure.axes) == 3
+
+
+def test_missing_or_empty_runs_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        report.load_runs(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="no experiment in"):
+        report.load_runs(tmp_path)
+
+
+def test_frame_images_of_gru_windows_are_the_masked_frames_once_each(tmp_path):
+    table = pd.DataFrame(
+        {
+            "image": [f"v{v}/{f:05d}.jpg" for v, n in ((0, 5), (1, 2)) for f in range(n)],
+            "video": ["v0"] * 5 + ["v1"] * 2,
+            "frame": [1, 2, 3, 4, 5, 1, 2],
+            "expr": np.zeros(7, np.int8),
+            "valence": np.zeros(7, np.float32),
+            "arousal": np.zeros(7, np.float32),
+        }
+    )
+    windows, mask = eval_windows(table, length=3)
+    images = frame_images(WindowDataset(table, tmp_path, windows, None, mask))
+    assert images.tolist() == table["image"].tolist()
+
+
+def test_notebook_executes_on_a_runs_folder(runs, monkeypatch):
+    monkeypatch.setenv("ABAW_RUNS_DIR", str(runs))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 + 3 + 2  # distributions; curves per stage; teacher's two plots
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "0.516 ± 0.050" in tables and "seed 3: interrupted" in tables
