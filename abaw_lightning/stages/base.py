@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.losses import va_expectation
+from abaw_lightning.losses import student_loss, va_expectation
 from abaw_lightning.metrics import ExprMetric, VAMetric
 
 Parts = Mapping[str, Mapping[str, Tensor]]
@@ -33,6 +33,7 @@ class AffectStage(pl.LightningModule):
 
     def __init__(self, optimizer: dict, va_anchors: str = "linspace") -> None:
         super().__init__()
+        self.save_hyperparameters()  # also collects the subclasses' __init__ arguments
         self.optimizer_settings = optimizer
         self.va_anchors = va_anchors
         self.val_expr = ExprMetric()
@@ -47,6 +48,20 @@ class AffectStage(pl.LightningModule):
     @property
     def teacher(self) -> nn.Module | None:
         return self.frozen.get("teacher")
+
+    def distillation_loss(self, outputs: Parts, teacher_outputs: Parts, labels: Parts) -> Tensor:
+        """Eq. 10 (or Eq. 9) with the student settings of this stage's hyperparameters."""
+        settings = self.hparams
+        return student_loss(
+            outputs,
+            teacher_outputs,
+            labels,
+            lam=settings.lam,
+            temperature=settings.temperature,
+            t2=settings.kd_t2,
+            shared=settings.shared_annotations,
+            anchors=self.va_anchors,
+        )
 
     def on_fit_start(self) -> None:
         for network in self.frozen.values():

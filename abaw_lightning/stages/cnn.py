@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from abaw_lightning.losses import student_loss, teacher_loss
+from abaw_lightning.losses import teacher_loss
 from abaw_lightning.models import MultitaskCNN
 from abaw_lightning.stages.base import AffectStage, Parts
 
@@ -62,18 +62,6 @@ class CnnStage(AffectStage):
 class CnnTeacher(CnnStage):
     """Teacher CNN trained on ground truth only (Eq. 7), with 2 or 3 parts."""
 
-    def __init__(
-        self,
-        model: dict,
-        optimizer: dict,
-        va_anchors: str = "linspace",
-        channels_last: bool = True,
-        image_size: int = 112,
-        resize: int | None = None,
-    ) -> None:
-        super().__init__(model, optimizer, va_anchors, channels_last, image_size, resize)
-        self.save_hyperparameters()
-
     def loss(self, outputs: Parts, labels: Parts) -> Tensor:
         return teacher_loss(outputs, labels, anchors=self.va_anchors)
 
@@ -98,11 +86,6 @@ class CnnStudent(CnnStage):
         shared_annotations: bool = True,
     ) -> None:
         super().__init__(model, optimizer, va_anchors, channels_last, image_size, resize)
-        self.save_hyperparameters()
-        self.lam = lam
-        self.temperature = temperature
-        self.kd_t2 = kd_t2
-        self.shared_annotations = shared_annotations
 
     def attach_frozen(self, name: str, network: nn.Module) -> None:
         super().attach_frozen(name, network)
@@ -112,13 +95,4 @@ class CnnStudent(CnnStage):
     def loss(self, outputs: Parts, labels: Parts) -> Tensor:
         with torch.no_grad():
             teacher_outputs = forward_parts(self.teacher, labels, self.channels_last)
-        return student_loss(
-            outputs,
-            teacher_outputs,
-            labels,
-            lam=self.lam,
-            temperature=self.temperature,
-            t2=self.kd_t2,
-            shared=self.shared_annotations,
-            anchors=self.va_anchors,
-        )
+        return self.distillation_loss(outputs, teacher_outputs, labels)

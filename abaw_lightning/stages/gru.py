@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.losses import student_loss, teacher_loss
+from abaw_lightning.losses import teacher_loss
 from abaw_lightning.models import TemporalModel
 from abaw_lightning.stages.base import AffectStage, Parts
 from abaw_lightning.stages.extract import head_features
@@ -75,16 +75,6 @@ class GruStage(AffectStage):
 class GruTeacher(GruStage):
     """GRU teacher: ground truth only (Eq. 7) on the frames of the window parts."""
 
-    def __init__(
-        self,
-        optimizer: dict,
-        va_anchors: str = "linspace",
-        hidden_size: int = 64,
-        window_length: int = 32,
-    ) -> None:
-        super().__init__(optimizer, va_anchors, hidden_size, window_length)
-        self.save_hyperparameters()
-
     def loss(self, outputs: Parts, labels: Parts) -> Tensor:
         return teacher_loss(outputs, labels, anchors=self.va_anchors)
 
@@ -104,11 +94,6 @@ class GruStudent(GruStage):
         shared_annotations: bool = True,
     ) -> None:
         super().__init__(optimizer, va_anchors, hidden_size, window_length)
-        self.save_hyperparameters()
-        self.lam = lam
-        self.temperature = temperature
-        self.kd_t2 = kd_t2
-        self.shared_annotations = shared_annotations
 
     def training_outputs(self, batch: Parts) -> tuple[dict, dict]:
         """Also runs the teacher on the same features; its frame outputs ride with the labels."""
@@ -122,13 +107,4 @@ class GruStudent(GruStage):
 
     def loss(self, outputs: Parts, labels: Parts) -> Tensor:
         teacher_outputs = {part: labels[part]["teacher"] for part in outputs}
-        return student_loss(
-            outputs,
-            teacher_outputs,
-            labels,
-            lam=self.lam,
-            temperature=self.temperature,
-            t2=self.kd_t2,
-            shared=self.shared_annotations,
-            anchors=self.va_anchors,
-        )
+        return self.distillation_loss(outputs, teacher_outputs, labels)
