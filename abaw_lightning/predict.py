@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--abaw-test", type=Path, help="Aff-Wild2 cropped_aligned folder")
     parser.add_argument("--list", type=Path, help="test list (one video stem per line)")
-    parser.add_argument("--task", choices=sorted(TASK_CHOICES), default="both")
+    parser.add_argument(
+        "--task", choices=sorted(TASK_CHOICES), default="both", help="submission files to write"
+    )
     parser.add_argument("--videos", type=Path, help="Aff-Wild2 videos folder (frame counts)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")

@@ -78,6 +78,7 @@ def test_onnx_round_trip_through_the_cli(checkpoints, references, tmp_path, caps
     assert json.loads(gru.get_modelmeta().custom_metadata_map["window_length"]) == 8
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_round_trip_from_python(checkpoints, references, tmp_path):
     out = tmp_path / "model.pt"
     results = export_models(checkpoints[0], out, "torchscript", checkpoints[1])

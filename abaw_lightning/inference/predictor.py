@@ -75,6 +75,19 @@ def box_table(boxes: Sequence[tuple[int, int, int, int] | None]) -> pd.DataFrame
     return table
 
 
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """The given torch device, or cuda when available else cpu; an unusable one is a UserError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise UserError(f"unknown device {device!r}: use cpu, cuda or cuda:<index>") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA GPU is available: use cpu")
+    return chosen
+
+
 class Predictor:
     """A trained multitask CNN (and optionally its GRU) ready for new faces.
 
@@ -102,7 +115,7 @@ class Predictor:
         margin: float = MARGIN,
         progress: bool = True,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = select_device(device)
         self.cnn = cnn.eval().to(self.device)
         self.gru = None if gru is None else gru.eval().to(self.device)
         self.transform = val_transform(image_size, resize)
