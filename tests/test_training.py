@@ -275,3 +275,13 @@ def test_kill_9_mid_epoch_then_rerun_continues(prepared, tmp_path):
     assert "resuming from" in rerun.stdout
     metrics = json.loads((last.parent.parent / "metrics.json").read_text())
     assert metrics["epochs"] == 4
+
+
+def test_compiled_backbone_keeps_checkpoint_keys():
+    from abaw_lightning.stages import CnnStudent
+
+    settings = {"arch": "resnet18"}, {"lr": 1e-4, "betas": [0.5, 0.999]}
+    plain = CnnStudent(*settings)
+    compiled = CnnStudent(*settings, compile_backbone=True)
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert compiled.hparams.compile_backbone is True

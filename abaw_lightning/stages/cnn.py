@@ -29,7 +29,8 @@ class CnnStage(AffectStage):
     """The multitask CNN trained on image batches of the parts (one forward for all parts).
 
     ``image_size`` and ``resize`` (the validation transform) are recorded in the hyperparameters
-    so that inference crops new faces exactly as the model was trained.
+    so that inference crops new faces exactly as the model was trained. ``compile_backbone``
+    compiles the backbone in place (`nn.Module.compile`: checkpoint keys do not change).
     """
 
     def __init__(
@@ -40,12 +41,15 @@ class CnnStage(AffectStage):
         channels_last: bool = True,
         image_size: int = 112,
         resize: int | None = None,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__(optimizer, va_anchors)
         self.model = MultitaskCNN(**model)
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if compile_backbone:
+            self.model.backbone.compile()
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if self.channels_last:
@@ -80,12 +84,15 @@ class CnnStudent(CnnStage):
         channels_last: bool = True,
         image_size: int = 112,
         resize: int | None = None,
+        compile_backbone: bool = False,
         lam: float = 0.6,
         temperature: float = 1.5,
         kd_t2: bool = True,
         shared_annotations: bool = True,
     ) -> None:
-        super().__init__(model, optimizer, va_anchors, channels_last, image_size, resize)
+        super().__init__(
+            model, optimizer, va_anchors, channels_last, image_size, resize, compile_backbone
+        )
 
     def attach_frozen(self, name: str, network: nn.Module) -> None:
         super().attach_frozen(name, network)
