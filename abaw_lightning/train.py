@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
 
@@ -22,6 +24,8 @@ def main(cfg: DictConfig) -> None:
         run_pipeline(cfg)
     except UserError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep still runs the other jobs, then reports this failure
         sys.exit(2)
 
 
