@@ -285,3 +285,24 @@ def test_compiled_backbone_keeps_checkpoint_keys():
     compiled = CnnStudent(*settings, compile_backbone=True)
     assert list(compiled.state_dict()) == list(plain.state_dict())
     assert compiled.hparams.compile_backbone is True
+
+
+def test_multirun_user_error_fails_its_job_and_the_others_still_run(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "abaw_lightning.train",
+            "-m",
+            "experiment=demo",
+            "seed=0,1",
+            f"data.root={tmp_path}/none",
+            f"runs_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert sweep.returncode != 0
+    assert sweep.stderr.count("abaw prepare") >= 2  # both jobs ran and said what to do
