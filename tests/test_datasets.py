@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from abaw_lightning.data.datasets import FrameDataset, load_table
+from abaw_lightning.data.datasets import FrameDataset, load_table, passthrough_collate
 from abaw_lightning.data.images import read_image
 from abaw_lightning.data.transforms import train_transform, val_transform
 from abaw_lightning.errors import UserError
@@ -69,10 +69,15 @@ def test_items_read_back_with_labels_and_dtypes(tmp_path):
     assert dataset[2]["expr"] == -1 and dataset[2]["va"].tolist() == [-0.75, 1.0]
 
 
-def test_default_collation_gives_the_loss_batch_format(tmp_path):
+def test_batched_fetch_gives_the_loss_batch_format_and_equals_single_items(tmp_path):
     prepared = write_prepared(tmp_path)
     dataset = FrameDataset(load_table(prepared, "parts/expr"), prepared, val_transform(size=12))
-    batch = next(iter(DataLoader(dataset, batch_size=3)))
+    batch = next(iter(DataLoader(dataset, batch_size=3, collate_fn=passthrough_collate)))
+    for index in range(3):
+        item = dataset[index]
+        assert torch.equal(batch["image"][index], item["image"])
+        assert batch["expr"][index] == item["expr"]
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
     assert batch["image"].shape == (3, 3, 12, 12) and batch["image"].dtype == torch.uint8
     assert batch["expr"].dtype == torch.int64 and batch["expr"].tolist() == [4, 1, -1]
     assert batch["va"].dtype == torch.float32 and batch["va"].shape == (3, 2)

@@ -9,7 +9,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from abaw_lightning.data.balancing import weighted_sampler
-from abaw_lightning.data.datasets import FrameDataset, load_table
+from abaw_lightning.data.datasets import FrameDataset, load_table, passthrough_collate
 from abaw_lightning.data.feature_windows import FeatureWindowDataset
 from abaw_lightning.data.features import FeatureCache
 from abaw_lightning.data.transforms import train_transform, val_transform
@@ -36,11 +36,13 @@ class _Loaders(pl.LightningDataModule):
     def _loader(
         self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None, shuffle=False
     ) -> DataLoader:
+        batched = hasattr(dataset, "__getitems__")
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             shuffle=shuffle,
+            collate_fn=passthrough_collate if batched else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

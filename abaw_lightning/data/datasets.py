@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from abaw_lightning.data.images import read_image
 from abaw_lightning.data.transforms import SeededTransform
@@ -46,6 +47,22 @@ def load_table(prepared_root: Path, name: str) -> pd.DataFrame:
     return table
 
 
+_OPENCV_THREADS_SET = False
+
+
+def _single_threaded_opencv() -> None:
+    """One OpenCV thread per DataLoader worker: the workers are the parallelism."""
+    global _OPENCV_THREADS_SET
+    if not _OPENCV_THREADS_SET and get_worker_info() is not None:
+        cv2.setNumThreads(1)
+        _OPENCV_THREADS_SET = True
+
+
+def passthrough_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Collate function for datasets whose ``__getitems__`` already returns a whole batch."""
+    return batch
+
+
 class LabelledRows:
     """Table columns as flat numpy arrays: cheap to share with forked DataLoader workers."""
 
@@ -57,6 +74,7 @@ class LabelledRows:
 
     def read(self, row: int) -> np.ndarray:
         """The RGB uint8 crop of one row."""
+        _single_threaded_opencv()
         return read_image(self.root / self.images[row])
 
 
@@ -77,12 +95,26 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows.images)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def _image(self, index: int) -> np.ndarray:
         image = self.rows.read(index)
-        if self.transform is not None:
-            image = self.transform(image)
+        return image if self.transform is None else self.transform(image)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {
-            "image": to_chw(image),
+            "image": to_chw(self._image(index)),
             "expr": torch.tensor(self.rows.expr[index]),
             "va": torch.from_numpy(self.rows.va[index].copy()),
+        }
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (the DataLoader's batched fetch; use `passthrough_collate`).
+
+        One stack instead of per-sample tensors and collation; the images come out
+        channels_last (a [B, H, W, C] array viewed as [B, C, H, W]), the model's layout.
+        """
+        images = np.stack([self._image(index) for index in indices])
+        return {
+            "image": torch.from_numpy(images).permute(0, 3, 1, 2),
+            "expr": torch.from_numpy(self.rows.expr[indices]),
+            "va": torch.from_numpy(self.rows.va[indices]),
         }
