@@ -49,13 +49,19 @@ def ferplus_key_map(backbone: nn.Module) -> dict[str, str]:
     return mapping
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, what: str, hint: str = "") -> object:
+    """``torch.load`` with ``weights_only`` (no code runs); a missing or unreadable file is a
+    `UserError` naming ``what`` and the path."""
     if not path.is_file():
-        raise UserError(f"backbone weights file not found: {path}. Check model.weights_path.")
+        raise UserError(f"{what} not found: {path}{hint}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"cannot read backbone weights file {path}: {error}") from error
+        raise UserError(f"cannot read {what} {path}: {error}") from error
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state = load_tensors(path, "backbone weights file", ". Check model.weights_path.")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

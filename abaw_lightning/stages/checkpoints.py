@@ -8,17 +8,13 @@ import torch
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.models import MultitaskCNN, TemporalModel
+from abaw_lightning.models.weights import load_tensors
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """A Lightning checkpoint as plain tensors and containers; clear errors for bad files."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"cannot read checkpoint {path}: {error}") from error
+    checkpoint = load_tensors(path, "checkpoint")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path} is not a Lightning checkpoint of this project (no state_dict)")
     return checkpoint
