@@ -16,7 +16,7 @@ from abaw_lightning import EXPR_CLASSES
 from abaw_lightning.errors import UserError
 from abaw_lightning.losses import va_expectation
 from abaw_lightning.models.heads import HEAD_FEATURES
-from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
+from abaw_lightning.stages.checkpoints import load_cnn_and_settings, load_temporal_and_settings
 from abaw_lightning.stages.extract import HEADS
 
 FORMATS = ("onnx", "torchscript")
@@ -143,10 +143,10 @@ def _export(
 def export_cnn(ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: int = 0) -> float:
     """Export the CNN of a CNN-stage checkpoint; returns max |exported - PyTorch| on a random
     uint8 batch."""
-    settings = read_checkpoint(ckpt).get("hyper_parameters", {})
+    cnn, settings = load_cnn_and_settings(ckpt)
     size = int(settings.get("image_size", 112))
     anchors = settings.get("va_anchors", "linspace")
-    module = ExportableCNN(load_cnn(ckpt), anchors)
+    module = ExportableCNN(cnn, anchors)
     generator = torch.Generator().manual_seed(seed)
     example, check = (
         torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
@@ -172,10 +172,10 @@ def export_cnn(ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: int =
 def export_gru(gru_ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: int = 0) -> float:
     """Export the GRU of a GRU-stage checkpoint (batch and time axes dynamic); returns max
     |exported - PyTorch| on random features."""
-    settings = read_checkpoint(gru_ckpt).get("hyper_parameters", {})
+    gru, settings = load_temporal_and_settings(gru_ckpt)
     length = int(settings.get("window_length", 32))
     anchors = settings.get("va_anchors", "linspace")
-    module = ExportableGRU(load_temporal(gru_ckpt), anchors)
+    module = ExportableGRU(gru, anchors)
     generator = torch.Generator().manual_seed(seed)
     example, check = (
         torch.randn((n, length, len(HEADS), HEAD_FEATURES), generator=generator)

@@ -21,7 +21,7 @@ from abaw_lightning.losses import va_expectation
 from abaw_lightning.models import MultitaskCNN, TemporalModel
 from abaw_lightning.models.heads import HEAD_FEATURES
 from abaw_lightning.models.multitask import NUM_EXPR, NUM_VA_LOGITS
-from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
+from abaw_lightning.stages.checkpoints import load_cnn_and_settings, load_temporal_and_settings
 from abaw_lightning.stages.extract import HEADS
 
 PREDICTION_COLUMNS = [*EXPR_CLASSES, "expression", "valence", "arousal"]
@@ -137,12 +137,10 @@ class Predictor:
         **options,
     ) -> Predictor:
         """Load a CNN-stage checkpoint (and a GRU-stage one); `options` go to the constructor."""
-        cnn = load_cnn(ckpt)
-        settings = read_checkpoint(ckpt).get("hyper_parameters", {})
+        cnn, settings = load_cnn_and_settings(ckpt)
         gru, gru_settings = None, {}
         if gru_ckpt is not None:
-            gru = load_temporal(gru_ckpt)
-            gru_settings = read_checkpoint(gru_ckpt).get("hyper_parameters", {})
+            gru, gru_settings = load_temporal_and_settings(gru_ckpt)
         return cls(
             cnn,
             gru,

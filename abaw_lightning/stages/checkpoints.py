@@ -38,20 +38,33 @@ def _load(network: torch.nn.Module, checkpoint: dict, path: Path) -> torch.nn.Mo
     return network.eval()
 
 
-def load_cnn(path: str | Path) -> MultitaskCNN:
-    """The multitask CNN of a CNN-stage checkpoint (teacher or student), in eval mode."""
+def load_cnn_and_settings(path: str | Path) -> tuple[MultitaskCNN, dict]:
+    """The multitask CNN of a CNN-stage checkpoint (eval mode) and the stage's hyperparameters,
+    from one read of the file."""
     checkpoint = read_checkpoint(path)
-    settings = checkpoint.get("hyper_parameters", {}).get("model")
+    hyperparameters = checkpoint.get("hyper_parameters", {})
+    settings = hyperparameters.get("model")
     if not isinstance(settings, dict):
         raise UserError(f"{path} has no model settings: is it a CNN-stage checkpoint?")
     model = MultitaskCNN(**{**settings, "weights": "none", "weights_path": None})
-    return _load(model, checkpoint, Path(path))
+    return _load(model, checkpoint, Path(path)), hyperparameters
+
+
+def load_temporal_and_settings(path: str | Path) -> tuple[TemporalModel, dict]:
+    """The GRU model of a GRU-stage checkpoint (eval mode) and the stage's hyperparameters."""
+    checkpoint = read_checkpoint(path)
+    hyperparameters = checkpoint.get("hyper_parameters", {})
+    hidden_size = hyperparameters.get("hidden_size")
+    if hidden_size is None:
+        raise UserError(f"{path} has no hidden_size: is it a GRU-stage checkpoint?")
+    return _load(TemporalModel(hidden_size), checkpoint, Path(path)), hyperparameters
+
+
+def load_cnn(path: str | Path) -> MultitaskCNN:
+    """The multitask CNN of a CNN-stage checkpoint (teacher or student), in eval mode."""
+    return load_cnn_and_settings(path)[0]
 
 
 def load_temporal(path: str | Path) -> TemporalModel:
     """The GRU model of a GRU-stage checkpoint (teacher or student), in eval mode."""
-    checkpoint = read_checkpoint(path)
-    hidden_size = checkpoint.get("hyper_parameters", {}).get("hidden_size")
-    if hidden_size is None:
-        raise UserError(f"{path} has no hidden_size: is it a GRU-stage checkpoint?")
-    return _load(TemporalModel(hidden_size), checkpoint, Path(path))
+    return load_temporal_and_settings(path)[0]
