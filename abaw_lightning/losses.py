@@ -92,8 +92,45 @@ def va_loss(va_logits: Tensor, target: Tensor, anchors: str = "linspace") -> Ten
     return total
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """The students' distillation settings (METHOD.md §3), the one place their defaults live.
+
+    ``lam`` weighs ground truth against distillation (Eq. 8), ``temperature`` is T of Eq. 4-6,
+    ``kd_t2`` multiplies the KL by T^2 (as released), ``shared_annotations``: Eq. 10, else Eq. 9.
+    """
+
+    lam: float = 0.6
+    temperature: float = 1.5
+    kd_t2: bool = True
+    shared_annotations: bool = True
+
+    def loss(
+        self,
+        outputs: Mapping[str, Mapping],
+        teacher_outputs: Mapping[str, Mapping],
+        batches: Mapping[str, Mapping],
+        anchors: str = "linspace",
+    ) -> Tensor:
+        """`student_loss` with these settings."""
+        return student_loss(
+            outputs,
+            teacher_outputs,
+            batches,
+            self.lam,
+            self.temperature,
+            self.kd_t2,
+            self.shared_annotations,
+            anchors=anchors,
+        )
+
+
 def kd_loss(
-    student: Tensor, teacher: Tensor, task: str, temperature: float = 1.5, t2: bool = True
+    student: Tensor,
+    teacher: Tensor,
+    task: str,
+    temperature: float = Distillation.temperature,
+    t2: bool = Distillation.kd_t2,
 ) -> Tensor:
     """Eq. 4-6: KL(softmax(t/T) || softmax(s/T)), batch mean, times T^2 when ``t2``.
 
@@ -208,10 +245,10 @@ def student_loss(
     outputs: Mapping[str, Mapping],
     teacher_outputs: Mapping[str, Mapping],
     batches: Mapping[str, Mapping],
-    lam: float = 0.6,
-    temperature: float = 1.5,
-    t2: bool = True,
-    shared: bool = True,
+    lam: float = Distillation.lam,
+    temperature: float = Distillation.temperature,
+    t2: bool = Distillation.kd_t2,
+    shared: bool = Distillation.shared_annotations,
     *,
     anchors: str = "linspace",
 ) -> Tensor:

@@ -1,244 +1,181 @@
-"""The per-seed stage graph: artifact paths, skipping finished stages, resuming interrupted ones.
+"""The per-seed pipeline on the stage store: plan the job's runs, then train, resume or reuse each.
 
-Layout: ``<runs_dir>/<experiment_name>/seed_<seed>/<stage>/`` holds ``config.yaml``, ``wandb_id``,
-``checkpoints/{last,best}.ckpt`` and, once the stage is complete, ``val_predictions.parquet`` then
-``metrics.json``. A stage with ``metrics.json`` is skipped; one with ``last.ckpt`` resumes from it
-under the same W&B run.
+A stage run lives once in ``<runs_dir>/store/<kind>/<key>/`` (see `abaw_lightning.store`); the
+experiment's view ``<runs_dir>/<experiment>/seed_<s>/`` says which runs it uses. Everything a run
+is built from comes from the config by ``_target_``: the stage's datamodule and LightningModule
+(``stages.<name>.datamodule`` / ``.module``), the trainer, the callbacks and the logger. This module
+only orders the stages, skips complete runs, resumes interrupted ones and records results.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 from rich.console import Console
 from torch import nn
 
-from abaw_lightning.data.datamodules import CnnDataModule, GruDataModule
 from abaw_lightning.data.features import FeatureCache, default_views, ensure_features
 from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.stages.callbacks import ValidationHistory
-from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
+from abaw_lightning.stages.checkpoints import read_checkpoint
+from abaw_lightning.store.identity import digest
+from abaw_lightning.store.lock import run_lock
+from abaw_lightning.store.plan import PlannedRun, make_plan, print_plan
+from abaw_lightning.store.runs import RunDir, write_json, write_view
+from abaw_lightning.store.views import view_name
 from abaw_lightning.validation import predict_validation, write_predictions
 
 console = Console()
 MONITOR = "val/total"
+FEATURE_TABLES = ("train_expr", "train_va", "val_expr", "val_va")
+"""The Aff-Wild2 tables whose frames the GRU stages read."""
 
 
-@dataclass(frozen=True)
-class StagePaths:
-    """Where a stage keeps its artifacts."""
-
-    root: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.root / "val_predictions.parquet"
-
-    @property
-    def wandb_id(self) -> Path:
-        return self.root / "wandb_id"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
+def job_overrides() -> list[str]:
+    """The command line's overrides of this job (empty outside a Hydra application)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """How to build a stage: its datamodule, and which earlier stages' networks it needs."""
-
-    datamodule: Callable[[DictConfig, str], pl.LightningDataModule]
-    teacher: str | None = None
-    load_teacher: Callable[[Path], nn.Module] | None = None
-    temporal: bool = False
-    """GRU stages: trained on the features of the CNN stage ``features.source``."""
-
-
-def cnn_datamodule(cfg: DictConfig, stage: str) -> CnnDataModule:
-    data = cfg.data
-    return CnnDataModule(
-        root=data.root,
-        parts=list(data.parts),
-        batch_size=data.batch_size,
-        val_batch_size=data.val_batch_size,
-        seed=cfg.seed,
-        **_loading(data),
+def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
+    """Plan the job, record its view, then run (or resume, or reuse) every stage for ``cfg.seed``;
+    return each stage's metrics (none with ``dry_run``)."""
+    plan = make_plan(cfg)
+    print_plan(plan, console)
+    overrides = job_overrides()
+    view = Path(cfg.runs_dir) / view_name(cfg.experiment_name, overrides) / f"seed_{cfg.seed}"
+    blocked = write_view(
+        view, cfg.experiment_name, cfg.seed, overrides, {run.name: run.dir for run in plan.steps}
     )
+    for path in blocked:
+        console.print(
+            f"[yellow]{path} is a folder of the previous runs layout[/]: it is left as it is and "
+            "not reused; view.json beside it names the run this stage uses.",
+            highlight=False,
+        )
+    if cfg.get("dry_run"):
+        return {}
+    return {run.name: run_stage(cfg, run, view.parent.name) for run in plan.steps}
 
 
-def _loading(data: DictConfig) -> dict:
-    """Image and DataLoader settings that both datamodules take."""
-    keys = ("image_size", "resize", "num_workers", "pin_memory", "persistent_workers")
-    return {key: data[key] for key in (*keys, "prefetch_factor")}
+def _build(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    """``instantiate`` with config mistakes (an unknown key, a wrong target) as user errors."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise UserError(f"cannot build the {what} from the config: {error}") from error
 
 
-def gru_datamodule(cfg: DictConfig, stage: str) -> GruDataModule:
-    """Windows of cached features (extracted first if needed), or of images in online mode."""
-    data, windows = cfg.data, cfg.data.windows
-    features = None
-    if cfg.features.mode == "cache":
-        features = _ensure_features(cfg, stage).folder
-    elif cfg.features.mode != "online":
-        raise UserError(f"features.mode must be 'cache' or 'online', got {cfg.features.mode!r}")
-    return GruDataModule(
-        root=data.root,
-        tasks=list(cfg.gru_tasks),
-        features=features,
-        length=windows.length,
-        train_stride=windows.train_stride,
-        batch_size=windows.batch_size,
-        val_batch_size=windows.val_batch_size,
-        seed=cfg.seed,
-        **_loading(data),
-    )
+def _require_complete(run: PlannedRun, needed_by: PlannedRun, role: str) -> RunDir:
+    if not run.dir.complete:
+        raise UserError(
+            f"{needed_by.name} builds on {run.name} ({role}), whose run {run.dir.root} is "
+            f"{run.dir.status}: run it first, with the same command and stage={run.name}"
+        )
+    return run.dir
 
 
-def _ensure_features(cfg: DictConfig, stage: str) -> FeatureCache:
-    data, settings = cfg.data, cfg.features
-    resize = data.resize or default_resize(data.image_size)
+def _network(cfg: DictConfig, run: PlannedRun) -> nn.Module:
+    """The trained network of a complete run, read back by its stage class."""
+    stage_class = get_class(cfg.stages[run.name].module._target_)
+    return stage_class.load_network(run.dir.best_checkpoint())
+
+
+def _feature_cache(cfg: DictConfig, stage: DictConfig, source: PlannedRun) -> FeatureCache:
+    """The cache of the source CNN run's features in this stage's views (extracted if needed);
+    it lives in the source run's folder and is shared by every stage that reads the same views."""
+    datamodule = stage.datamodule
+    resize = datamodule.resize or default_resize(datamodule.image_size)
+    settings = stage.features
+    views = default_views(datamodule.image_size, resize, settings.offsets, settings.flip)
+    layout = [datamodule.image_size, resize, [[v.top, v.left, v.flip] for v in views]]
+    folder = source.dir.features / digest(layout, length=8)
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     return ensure_features(
-        seed_dir(cfg) / "features",
-        checkpoint=_finished_checkpoint(cfg, stage, settings.source),
-        prepared_root=Path(data.root),
+        folder,
+        checkpoint=source.dir.best_checkpoint(),
+        prepared_root=Path(datamodule.root),
         tables=[f"affwild2/{name}" for name in FEATURE_TABLES],
-        image_size=data.image_size,
+        image_size=datamodule.image_size,
         resize=resize,
-        views=default_views(data.image_size, resize, settings.offsets, settings.flip),
+        views=views,
         batch_size=settings.batch_size,
-        num_workers=data.num_workers,
+        num_workers=datamodule.num_workers,
         trainer_kwargs={key: trainer[key] for key in ("accelerator", "devices", "precision")},
     )
 
 
-FEATURE_TABLES = ("train_expr", "train_va", "val_expr", "val_va")
-"""The Aff-Wild2 tables whose frames the GRU stages read."""
-
-STAGES: dict[str, StageSpec] = {
-    "cnn_teacher": StageSpec(cnn_datamodule),
-    "cnn_student": StageSpec(cnn_datamodule, teacher="cnn_teacher", load_teacher=load_cnn),
-    "gru_teacher": StageSpec(gru_datamodule, temporal=True),
-    "gru_student": StageSpec(
-        gru_datamodule, teacher="gru_teacher", load_teacher=load_temporal, temporal=True
-    ),
-}
-"""Every stage the pipeline knows, in the order they depend on each other."""
-
-
-def seed_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.runs_dir) / cfg.experiment_name / f"seed_{cfg.seed}"
-
-
-def stage_paths(cfg: DictConfig, stage: str) -> StagePaths:
-    return StagePaths(seed_dir(cfg) / stage)
-
-
-def stages_to_run(cfg: DictConfig) -> list[str]:
-    """The experiment's stages in order, or just ``cfg.stage``; unknown names are user errors."""
-    names = [cfg.stage] if cfg.get("stage") is not None else list(cfg.pipeline)
-    for name in names:
-        if name not in STAGES:
-            raise UserError(f"unknown stage {name!r}: choose from {list(STAGES)}")
-        if name not in cfg.stages:
-            raise UserError(f"stage {name!r} has no settings under `stages` in the config")
-    return names
+def _inputs(cfg: DictConfig, run: PlannedRun) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """What the runs it builds on give this stage: frozen networks to attach, datamodule
+    arguments (the feature cache folder)."""
+    stage = cfg.stages[run.name]
+    frozen, datamodule_args = {}, {}
+    for role, upstream in run.builds_on.items():
+        _require_complete(upstream, run, role)
+        if role == "teacher":
+            frozen["teacher"] = _network(cfg, upstream)
+        elif role == "features":
+            mode = stage.features.mode
+            if mode == "cache":
+                datamodule_args["features"] = str(_feature_cache(cfg, stage, upstream).folder)
+            elif mode == "online":
+                frozen["cnn"] = _network(cfg, upstream)
+            else:
+                raise UserError(f"features.mode must be 'cache' or 'online', got {mode!r}")
+        else:
+            raise UserError(
+                f"stages.{run.name}.builds_on: unknown role {role!r}; roles are teacher, features"
+            )
+    return frozen, datamodule_args
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
-    """Run (or skip, or resume) every stage for ``cfg.seed``; return each stage's metrics."""
-    return {stage: run_stage(cfg, stage) for stage in stages_to_run(cfg)}
-
-
-def _read_metrics(paths: StagePaths) -> dict:
-    return json.loads(paths.metrics.read_text())
-
-
-def _finished_checkpoint(cfg: DictConfig, stage: str, teacher: str) -> Path:
-    """The best checkpoint of the finished stage ``teacher`` that ``stage`` builds on."""
-    paths = stage_paths(cfg, teacher)
-    if not paths.metrics.is_file():
-        raise UserError(
-            f"stage {stage} needs the finished {teacher} stage of this seed, but "
-            f"{paths.metrics} does not exist. Run it first: abaw-train "
-            f"experiment={cfg.experiment_name} seed={cfg.seed} stage={teacher}"
-        )
-    best = Path(_read_metrics(paths)["best_checkpoint"])
-    if not best.is_file():
-        raise UserError(
-            f"the {teacher} checkpoint {best} named in {paths.metrics} is missing: delete "
-            f"{paths.root} and rerun to train the {teacher} stage again."
-        )
-    return best
-
-
-def _wandb_id(paths: StagePaths) -> str:
-    """The stage's W&B run id: created once, reused on every resume."""
-    if paths.wandb_id.is_file():
-        return paths.wandb_id.read_text().strip()
+def _wandb_id(run: RunDir) -> str:
+    """The run's W&B id: created once, reused on every resume."""
+    if run.wandb_id.is_file():
+        return run.wandb_id.read_text().strip()
     run_id = uuid.uuid4().hex[:12]
-    paths.wandb_id.write_text(run_id + "\n")
+    run.wandb_id.write_text(run_id + "\n")
     return run_id
 
 
-def _logger(cfg: DictConfig, stage: str, paths: StagePaths):
-    if cfg.get("logger") is None:
-        return None
-    target = cfg.logger["_target_"]
-    if target.endswith("WandbLogger"):
-        return instantiate(
-            cfg.logger,
-            id=_wandb_id(paths),
-            name=f"{cfg.experiment_name}/seed_{cfg.seed}/{stage}",
-            group=f"{cfg.experiment_name}/seed_{cfg.seed}",
-            job_type=stage,
-            save_dir=str(paths.root),
-            resume="allow",
-        )
-    return instantiate(cfg.logger, save_dir=str(paths.root), version="")
+def _set_run(cfg: DictConfig, run: PlannedRun, view: str) -> None:
+    """The ``run`` node that the logger and callback configs read (``${run.dir}`` ...)."""
+    with open_dict(cfg):
+        cfg.run = {
+            "dir": str(run.dir.root),
+            "checkpoints": str(run.dir.checkpoints),
+            "stage": run.name,
+            "kind": run.kind,
+            "key": run.key,
+            "wandb_id": _wandb_id(run.dir),
+            "name": f"{view}/seed_{cfg.seed}/{run.name}",
+            "group": view,
+            "patience": cfg.stages[run.name].patience,
+        }
 
 
-def _callbacks(cfg: DictConfig, stage_cfg: DictConfig, paths: StagePaths, logged: bool) -> list:
-    best = ModelCheckpoint(
-        dirpath=paths.checkpoints,
-        filename="best",
-        monitor=MONITOR,
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    periodic = ModelCheckpoint(
-        dirpath=paths.checkpoints,
-        filename="last",
-        every_n_train_steps=cfg.checkpoint_every_n_steps,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    early = EarlyStopping(monitor=MONITOR, mode="max", patience=stage_cfg.patience)
-    callbacks = [best, periodic, early, ValidationHistory()]
-    return [*callbacks, LearningRateMonitor()] if logged else callbacks
+def _callbacks(cfg: DictConfig) -> dict[str, pl.Callback]:
+    callbacks = {
+        name: _build(node, f"callback {name}")
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if node is not None
+    }
+    for name, kind in (("best_checkpoint", ModelCheckpoint), ("history", ValidationHistory)):
+        if not isinstance(callbacks.get(name), kind):
+            raise UserError(f"callbacks.{name} must be a {kind.__name__}: the pipeline reads it")
+    return callbacks
 
 
 def _finish_wandb() -> None:
@@ -248,85 +185,94 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def run_stage(cfg: DictConfig, stage: str) -> dict:
-    """Train one stage for one seed unless it is complete; resume it if it was interrupted."""
-    paths = stage_paths(cfg, stage)
-    if paths.metrics.is_file():
-        console.print(f"[green]✓[/] {stage} (seed {cfg.seed}) is complete: {paths.metrics}")
-        return _read_metrics(paths)
-    spec, stage_cfg = STAGES[stage], cfg.stages[stage]
-    frozen = {}
-    if spec.teacher is not None:
-        frozen["teacher"] = spec.load_teacher(_finished_checkpoint(cfg, stage, spec.teacher))
-    if spec.temporal and cfg.features.mode == "online":
-        frozen["cnn"] = load_cnn(_finished_checkpoint(cfg, stage, cfg.features.source))
+def run_stage(cfg: DictConfig, run: PlannedRun, view: str | None = None) -> dict:
+    """Train one stage run unless it is complete; resume it if it was interrupted. One process
+    writes a run at a time: a second one waits for the first, then reuses or resumes."""
+    view = view or cfg.experiment_name
+    if run.dir.complete:
+        console.print(f"[green]✓[/] {run.name} (seed {cfg.seed}) is complete: {run.dir.root}")
+        return run.dir.read_metrics()
+
+    def waiting(holder: str) -> None:
+        console.print(f"{run.name} (seed {cfg.seed}): waiting for {holder} ({run.dir.root})")
+
+    with run_lock(run.dir.root, waiting):
+        if run.dir.complete:
+            console.print(f"[green]✓[/] {run.name} (seed {cfg.seed}) was completed meanwhile")
+            return run.dir.read_metrics()
+        return _train(cfg, run, view)
+
+
+def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
+    stage = cfg.stages[run.name]
+    frozen, datamodule_args = _inputs(cfg, run)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = spec.datamodule(cfg, stage)
-    module = instantiate(stage_cfg.module, _convert_="all")
+    datamodule = _build(stage.datamodule, f"datamodule of {run.name}", **datamodule_args)
+    module = _build(stage.module, f"module of {run.name}")
     for name, network in frozen.items():
         module.attach_frozen(name, network)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, paths.config, resolve=True)
-    logger = _logger(cfg, stage, paths)
-    callbacks = _callbacks(cfg, stage_cfg, paths, logged=logger is not None)
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        max_epochs=stage_cfg.max_epochs,
-        callbacks=callbacks,
+    _set_run(cfg, run, view)
+    if not run.dir.identity.is_file():
+        OmegaConf.save(cfg, run.dir.config, resolve=True)
+        write_json(run.dir.identity, run.identity())
+    logger = _build(cfg.logger, "logger") if cfg.get("logger") is not None else None
+    callbacks = _callbacks(cfg)
+    trainer = _build(
+        cfg.trainer,
+        "trainer",
+        max_epochs=stage.max_epochs,
+        callbacks=list(callbacks.values()),
         logger=logger if logger is not None else False,
-        default_root_dir=paths.root,
+        default_root_dir=str(run.dir.root),
     )
-    resume = paths.last if paths.last.is_file() else None
+    resume = run.dir.last if run.dir.last.is_file() else None
     verb = f"resuming from {resume}" if resume else "starting"
-    console.print(f"[bold]{stage}[/] (seed {cfg.seed}): {verb}")
+    console.print(f"[bold]{run.name}[/] (seed {cfg.seed}): {verb}", highlight=False)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     finally:
         _finish_wandb()
-    history, epochs, global_step = _fit_record(paths, trainer, callbacks)
-    best_checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
-    if history.best() is None or not best_checkpoint.best_model_path:
+    history, epochs, global_step = _fit_record(run.dir, trainer, callbacks["history"])
+    best = callbacks["best_checkpoint"].best_model_path
+    if history.best() is None or not best:
         raise UserError(
-            f"stage in {paths.root} finished without a validation score: the validation tables "
+            f"stage in {run.dir.root} finished without a validation score: the validation tables "
             "are empty or limit_val_batches is 0."
         )
-    best_path = Path(best_checkpoint.best_model_path).resolve()
+    best_path = Path(best).resolve()
     predictions = predict_validation(trainer, module, datamodule, best_path)
-    write_predictions(predictions, paths.predictions)
-    return _write_metrics(paths, history, best_path, epochs, global_step)
+    write_predictions(predictions, run.dir.predictions)
+    return _write_metrics(run.dir, history, best_path, epochs, global_step)
 
 
 def _fit_record(
-    paths: StagePaths, trainer: pl.Trainer, callbacks: list
+    run: RunDir, trainer: pl.Trainer, history: ValidationHistory
 ) -> tuple[ValidationHistory, int, int]:
     """The validation history, epochs and global step of the finished fit.
 
     With a spawning strategy (``trainer=ddp``: ddp_spawn) the fit ran in child processes and
     only the best checkpoint path comes back, so they are read from the final ``last.ckpt``.
     """
-    history = next(c for c in callbacks if isinstance(c, ValidationHistory))
-    if history.epochs or not paths.last.is_file():
+    if history.epochs or not run.last.is_file():
         return history, trainer.current_epoch, trainer.global_step
-    checkpoint = read_checkpoint(paths.last)
+    checkpoint = read_checkpoint(run.last)
     history.load_state_dict(checkpoint["callbacks"][history.state_key])
     return history, checkpoint["epoch"] + 1, checkpoint["global_step"]
 
 
 def _write_metrics(
-    paths: StagePaths, history: ValidationHistory, best_path: Path, epochs: int, global_step: int
+    run: RunDir, history: ValidationHistory, best_path: Path, epochs: int, global_step: int
 ) -> dict:
-    """Record the finished stage: best validation metrics, checkpoint, epochs, wall time."""
+    """Record the finished run, last: best validation metrics, checkpoint, epochs, wall time."""
     best = history.best()
     result = {
         "best": best,
-        "best_checkpoint": str(best_path),
+        "best_checkpoint": str(best_path.relative_to(run.root.resolve())),
         "epochs": epochs,
         "global_step": global_step,
         "wall_seconds": round(history.wall_seconds, 3),
         "history": history.epochs,
     }
-    temporary = paths.metrics.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    temporary.replace(paths.metrics)
-    console.print(f"[green]✓[/] {paths.root.name}: best {MONITOR} {best[MONITOR]:.4f}")
+    write_json(run.metrics, result)
+    console.print(f"[green]✓[/] {run.kind} {run.key}: best {MONITOR} {best[MONITOR]:.4f}")
     return result

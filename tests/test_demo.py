@@ -31,8 +31,7 @@ def test_demo_runs_the_four_stages_on_synthetic_data(tmp_path, capsys):
         assert f"{metrics['best']['val/total']:.3f}" in out
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     assert manifest["rows"]["parts/expr"]["expw"] > 0
-    features = json.loads(
-        (tmp_path / "runs" / "demo" / "seed_0" / "features" / "manifest.json").read_text()
-    )
-    assert features["complete"] is True
+    student = tmp_path / "runs" / "demo" / "seed_0" / "cnn_student"  # the view's link to its run
+    (features,) = (student / "features").glob("*/manifest.json")
+    assert json.loads(features.read_text())["complete"] is True
     assert "chance" in out

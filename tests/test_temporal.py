@@ -9,23 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from prepared_data import write_prepared
-from test_training import CrashAtEpoch, StepRecorder, config, extra_callbacks  # noqa: F401
+from support import GRU_TINY, RECORD, FitRecorder, crash_at, tiny_config, view_run
 
 from abaw_lightning import pipeline
 from abaw_lightning.models import TemporalModel
 from abaw_lightning.stages.checkpoints import load_temporal
-
-GRU_TINY = [
-    "data.windows.batch_size=1",
-    "+trainer.limit_train_batches=4",
-    "data.windows.val_batch_size=4",
-    "features.offsets=1",
-    "features.batch_size=32",
-    "stages.gru_teacher.max_epochs=2",
-    "stages.gru_student.max_epochs=2",
-    "stages.cnn_teacher.max_epochs=1",
-    "stages.cnn_student.max_epochs=1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +26,16 @@ def prepared(tmp_path_factory) -> Path:
 def cnn_runs(prepared, tmp_path_factory) -> Path:
     """Runs folder whose seed 0 already has both CNN stages."""
     runs = tmp_path_factory.mktemp("runs")
-    pipeline.run_pipeline(config(prepared, runs, "logger=none", "stage=cnn_teacher", *GRU_TINY))
-    pipeline.run_pipeline(config(prepared, runs, "logger=none", "stage=cnn_student", *GRU_TINY))
+    for stage in ("cnn_teacher", "cnn_student"):
+        cfg = tiny_config(prepared, runs, "logger=none", f"stage={stage}", *GRU_TINY)
+        pipeline.run_pipeline(cfg)
     return runs
 
 
 def copy_runs(source: Path, target: Path) -> Path:
     import shutil
 
-    shutil.copytree(source, target)
+    shutil.copytree(source, target, symlinks=True)  # as `cp -r`: the views stay links
     return target
 
 
@@ -67,56 +56,54 @@ def test_temporal_model_shapes_and_task_inputs():
 
 def test_gru_teacher_and_student_train_from_the_cache(prepared, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
-    cfg = config(prepared, runs, "logger=none", *GRU_TINY)
+    cfg = tiny_config(prepared, runs, "logger=none", *GRU_TINY)
     results = pipeline.run_pipeline(cfg)
     assert list(results) == ["cnn_teacher", "cnn_student", "gru_teacher", "gru_student"]
-    seed = runs / "demo" / "seed_0"
-    manifest = json.loads((seed / "features" / "manifest.json").read_text())
-    assert manifest["checkpoint"] == results["cnn_student"]["best_checkpoint"]
+    student_run = view_run(runs, "demo", 0, "cnn_student")
+    (cache,) = (student_run / "features").glob("*/manifest.json")  # one cache for both GRU stages
+    manifest = json.loads(cache.read_text())
+    assert Path(manifest["checkpoint"]) == student_run / results["cnn_student"]["best_checkpoint"]
     for stage in ("gru_teacher", "gru_student"):
         assert results[stage]["epochs"] == 2
         assert set(results[stage]["best"]) >= {"val/total", "val/ccc_v", "val/expr_f1"}
+    identity = json.loads((view_run(runs, "demo", 0, "gru_student") / "identity.json").read_text())
+    assert identity["builds_on"]["features"]["key"] == student_run.name
+    assert identity["builds_on"]["teacher"]["key"] == view_run(runs, "demo", 0, "gru_teacher").name
     student = torch.load(
-        Path(results["gru_student"]["best_checkpoint"]), weights_only=True, map_location="cpu"
+        view_run(runs, "demo", 0, "gru_student") / "checkpoints" / "best.ckpt",
+        weights_only=True,
+        map_location="cpu",
     )
     assert all(key.startswith(("model.", "val_")) for key in student["state_dict"])
-    assert isinstance(load_temporal(results["gru_teacher"]["best_checkpoint"]), TemporalModel)
+    teacher = view_run(runs, "demo", 0, "gru_teacher") / "checkpoints" / "best.ckpt"
+    assert isinstance(load_temporal(teacher), TemporalModel)
 
 
 def test_gru_stage_online_mode_trains_from_images(prepared, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
-    cfg = config(
+    cfg = tiny_config(
         prepared, runs, "logger=none", "stage=gru_teacher", "features.mode=online", *GRU_TINY
     )
     result = pipeline.run_pipeline(cfg)["gru_teacher"]
     assert result["epochs"] == 2
-    assert not (runs / "demo" / "seed_0" / "features").exists()
+    assert not (view_run(runs, "demo", 0, "cnn_student") / "features").exists()
 
 
-def test_gru_stage_resumes_after_a_crash(prepared, cnn_runs, tmp_path, extra_callbacks):  # noqa: F811
+def test_gru_stage_resumes_after_a_crash(prepared, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
-    cfg = config(
-        prepared,
-        runs,
-        "logger=none",
-        "stage=gru_teacher",
-        *GRU_TINY,
-        "stages.gru_teacher.max_epochs=3",
-    )
-    extra_callbacks.append(CrashAtEpoch(2))
+    settings = ("logger=none", "stage=gru_teacher", *GRU_TINY, "stages.gru_teacher.max_epochs=3")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        pipeline.run_pipeline(cfg)
-    last = runs / "demo" / "seed_0" / "gru_teacher" / "checkpoints" / "last.ckpt"
+        pipeline.run_pipeline(tiny_config(prepared, runs, *settings, *crash_at(2)))
+    last = view_run(runs, "demo", 0, "gru_teacher") / "checkpoints" / "last.ckpt"
     steps = torch.load(last, weights_only=True)["global_step"]
-    extra_callbacks[:] = [StepRecorder()]
-    StepRecorder.starts.clear()
-    result = pipeline.run_pipeline(cfg)["gru_teacher"]
-    assert StepRecorder.starts == [(2, steps)]
+    FitRecorder.clear()
+    result = pipeline.run_pipeline(tiny_config(prepared, runs, *settings, *RECORD))["gru_teacher"]
+    assert FitRecorder.starts == [(2, steps)]
     assert [entry["epoch"] for entry in result["history"]] == [0, 1, 2]
 
 
 def test_gru_student_without_gru_teacher_says_what_to_run(prepared, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
-    cfg = config(prepared, runs, "logger=none", "stage=gru_student", *GRU_TINY)
+    cfg = tiny_config(prepared, runs, "logger=none", "stage=gru_student", *GRU_TINY)
     with pytest.raises(Exception, match="stage=gru_teacher"):
         pipeline.run_pipeline(cfg)

@@ -23,6 +23,13 @@ class MultitaskCNN(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        self.settings = {
+            "arch": arch,
+            "weights": weights,
+            "weights_path": weights_path,
+            "dropout": dropout,
+        }
+        """The constructor's arguments: stage checkpoints record them to rebuild this network."""
         self.backbone = Backbone(arch, weights, weights_path)
         self.expr_head = Head(self.backbone.num_features, NUM_EXPR, dropout)
         self.va_head = Head(self.backbone.num_features, NUM_VA_LOGITS, dropout)

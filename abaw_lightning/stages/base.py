@@ -3,15 +3,17 @@ and stopping on a non-finite loss."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.losses import student_loss, va_expectation
+from abaw_lightning.losses import Distillation, va_expectation
 from abaw_lightning.metrics import ExprMetric, VAMetric
 
 Parts = Mapping[str, Mapping[str, Tensor]]
@@ -28,12 +30,15 @@ class AffectStage(pl.LightningModule):
     Subclasses define ``training_outputs(batch) -> (outputs, labels)`` (per part, rows or frames),
     ``validation_outputs(batch) -> (outputs, labels)`` (one validation set) and
     ``loss(outputs, labels)``. Validation dataloader 0 is the Aff-Wild2 EXPR set, 1 the VA set;
-    `val/total` = EXPR score + CCC_V + CCC_A selects the best epoch.
+    `val/total` = EXPR score + CCC_V + CCC_A selects the best epoch. ``load_network(path)`` reads
+    the trained network back from a checkpoint of the stage (for the stages that build on it).
     """
 
     def __init__(self, optimizer: dict, va_anchors: str = "linspace") -> None:
         super().__init__()
-        self.save_hyperparameters()  # also collects the subclasses' __init__ arguments
+        # The subclasses' plain __init__ arguments too; networks and settings objects are recorded
+        # by their owners as plain dicts (checkpoints load with weights_only=True).
+        self.save_hyperparameters(ignore=["model", "distillation"])
         self.optimizer_settings = optimizer
         self.va_anchors = va_anchors
         self.val_expr = ExprMetric()
@@ -48,20 +53,6 @@ class AffectStage(pl.LightningModule):
     @property
     def teacher(self) -> nn.Module | None:
         return self.frozen.get("teacher")
-
-    def distillation_loss(self, outputs: Parts, teacher_outputs: Parts, labels: Parts) -> Tensor:
-        """Eq. 10 (or Eq. 9) with the student settings of this stage's hyperparameters."""
-        settings = self.hparams
-        return student_loss(
-            outputs,
-            teacher_outputs,
-            labels,
-            lam=settings.lam,
-            temperature=settings.temperature,
-            t2=settings.kd_t2,
-            shared=settings.shared_annotations,
-            anchors=self.va_anchors,
-        )
 
     def on_fit_start(self) -> None:
         for network in self.frozen.values():
@@ -119,3 +110,16 @@ class AffectStage(pl.LightningModule):
             self.log(key, float(value), prog_bar=key == "val/total")
         self.val_expr.reset()
         self.val_va.reset()
+
+
+class Student:
+    """Mixin of the student stages: distils the frozen ``teacher`` with one `Distillation`."""
+
+    def __init__(self, *, distillation: Distillation | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.distillation = distillation or Distillation()
+        self.hparams["distillation"] = dataclasses.asdict(self.distillation)
+
+    def distillation_loss(self, outputs: Parts, teacher_outputs: Parts, labels: Parts) -> Tensor:
+        """Eq. 10 (or Eq. 9) with this student's distillation settings."""
+        return self.distillation.loss(outputs, teacher_outputs, labels, self.va_anchors)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -44,6 +47,15 @@ class ValidationHistory(pl.Callback):
         record = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         record |= {key: float(metrics[key]) for key in VAL_METRICS if key in metrics}
         self.epochs = [e for e in self.epochs if e["epoch"] != record["epoch"]] + [record]
+        if trainer.is_global_zero:
+            self._write_progress(Path(trainer.default_root_dir), record)
+
+    def _write_progress(self, folder: Path, record: dict) -> None:
+        """``progress.json``: the last validated epoch, for plans and estimates of a resume."""
+        progress = {**record, "wall_seconds": round(self.wall_seconds, 3)}
+        temporary = folder / f".progress.json.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(progress) + "\n")
+        os.replace(temporary, folder / "progress.json")
 
     def best(self) -> dict[str, float] | None:
         """The epoch with the highest `val/total` (the first one on ties)."""

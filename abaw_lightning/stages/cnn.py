@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from abaw_lightning.losses import teacher_loss
 from abaw_lightning.models import MultitaskCNN
-from abaw_lightning.stages.base import AffectStage, Parts
+from abaw_lightning.stages.base import AffectStage, Parts, Student
+from abaw_lightning.stages.checkpoints import load_cnn
 
 
 def forward_parts(
@@ -26,16 +29,17 @@ def forward_parts(
 
 
 class CnnStage(AffectStage):
-    """The multitask CNN trained on image batches of the parts (one forward for all parts).
+    """The multitask CNN (given built, or as its settings) trained on image batches of the parts.
 
-    ``image_size`` and ``resize`` (the validation transform) are recorded in the hyperparameters
-    so that inference crops new faces exactly as the model was trained. ``compile_backbone``
-    compiles the backbone in place (`nn.Module.compile`: checkpoint keys do not change).
+    ``model.settings`` (how to rebuild the network), ``image_size`` and ``resize`` (the validation
+    transform) are recorded in the hyperparameters so that inference rebuilds the network and crops
+    new faces exactly as it was trained. ``compile_backbone`` compiles the backbone in place
+    (`nn.Module.compile`: checkpoint keys do not change).
     """
 
     def __init__(
         self,
-        model: dict,
+        model: MultitaskCNN | Mapping[str, Any],
         optimizer: dict,
         va_anchors: str = "linspace",
         channels_last: bool = True,
@@ -44,12 +48,19 @@ class CnnStage(AffectStage):
         compile_backbone: bool = False,
     ) -> None:
         super().__init__(optimizer, va_anchors)
-        self.model = MultitaskCNN(**model)
+        if isinstance(model, Mapping):
+            model = MultitaskCNN(**model)
+        self.hparams["model"] = dict(model.settings)
+        self.model = model
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         if compile_backbone:
             self.model.backbone.compile()
+
+    @staticmethod
+    def load_network(path: str | Path) -> MultitaskCNN:
+        return load_cnn(path)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if self.channels_last:
@@ -70,29 +81,11 @@ class CnnTeacher(CnnStage):
         return teacher_loss(outputs, labels, anchors=self.va_anchors)
 
 
-class CnnStudent(CnnStage):
+class CnnStudent(Student, CnnStage):
     """Student CNN distilled from a frozen teacher (Eq. 10 with shared annotations, else Eq. 9).
 
     The teacher runs in eval mode, without gradients, on the same augmented batch.
     """
-
-    def __init__(
-        self,
-        model: dict,
-        optimizer: dict,
-        va_anchors: str = "linspace",
-        channels_last: bool = True,
-        image_size: int = 112,
-        resize: int | None = None,
-        compile_backbone: bool = False,
-        lam: float = 0.6,
-        temperature: float = 1.5,
-        kd_t2: bool = True,
-        shared_annotations: bool = True,
-    ) -> None:
-        super().__init__(
-            model, optimizer, va_anchors, channels_last, image_size, resize, compile_backbone
-        )
 
     def attach_frozen(self, name: str, network: nn.Module) -> None:
         super().attach_frozen(name, network)

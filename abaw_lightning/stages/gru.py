@@ -9,6 +9,7 @@ losses and metrics of the CNN stages are applied.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -16,7 +17,8 @@ from torch import Tensor
 from abaw_lightning.errors import UserError
 from abaw_lightning.losses import teacher_loss
 from abaw_lightning.models import TemporalModel
-from abaw_lightning.stages.base import AffectStage, Parts
+from abaw_lightning.stages.base import AffectStage, Parts, Student
+from abaw_lightning.stages.checkpoints import load_temporal
 from abaw_lightning.stages.extract import head_features
 
 
@@ -40,6 +42,10 @@ class GruStage(AffectStage):
     ) -> None:
         super().__init__(optimizer, va_anchors)
         self.model = TemporalModel(hidden_size)
+
+    @staticmethod
+    def load_network(path: str | Path) -> TemporalModel:
+        return load_temporal(path)
 
     def features(self, batch: Mapping[str, Tensor]) -> Tensor:
         """The window features [B, T, 2, 128]: cached, or computed by the frozen CNN."""
@@ -79,21 +85,8 @@ class GruTeacher(GruStage):
         return teacher_loss(outputs, labels, anchors=self.va_anchors)
 
 
-class GruStudent(GruStage):
+class GruStudent(Student, GruStage):
     """GRU student distilled from this seed's frozen GRU teacher (Eq. 10, or Eq. 9)."""
-
-    def __init__(
-        self,
-        optimizer: dict,
-        va_anchors: str = "linspace",
-        hidden_size: int = 64,
-        window_length: int = 32,
-        lam: float = 0.6,
-        temperature: float = 1.5,
-        kd_t2: bool = True,
-        shared_annotations: bool = True,
-    ) -> None:
-        super().__init__(optimizer, va_anchors, hidden_size, window_length)
 
     def training_outputs(self, batch: Parts) -> tuple[dict, dict]:
         """Also runs the teacher on the same features; its frame outputs ride with the labels."""

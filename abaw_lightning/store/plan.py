@@ -1,0 +1,255 @@
+"""The plan of a job (or a whole sweep): which stage runs it needs, by key, and what each one takes:
+train (new), resume (interrupted), or reuse (complete), with an estimate from finished runs.
+
+The stage graph is data: each stage's config names what it builds on (``builds_on: {teacher:
+cnn_teacher, features: cnn_student}``); a stage's key includes the keys of those runs, so changing a
+teacher setting changes every run that depends on it, and only those.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+
+from abaw_lightning.errors import UserError
+from abaw_lightning.store.identity import data_identity, digest, stage_kind, stage_settings
+from abaw_lightning.store.runs import RunDir, read_json, run_dir, store_runs
+
+ACTIONS = {"new": "train", "interrupted": "resume", "complete": "reuse"}
+"""Run status -> what the job does with it."""
+
+
+@dataclass
+class PlannedRun:
+    """One stage run a job needs: its stage name in the config, kind, key and folder."""
+
+    name: str
+    kind: str
+    key: str
+    variant: str
+    """The key without the seed: the runs of one variant over seeds share it."""
+    seed: int
+    data: str
+    settings: dict
+    builds_on: dict[str, PlannedRun]
+    dir: RunDir
+    in_pipeline: bool = True
+
+    @property
+    def action(self) -> str:
+        return ACTIONS[self.dir.status]
+
+    def identity(self) -> dict:
+        """What `identity.json` records: the key and everything hashed into it."""
+        return {
+            "key": self.key,
+            "variant": self.variant,
+            "kind": self.kind,
+            "seed": self.seed,
+            "data": self.data,
+            "settings": self.settings,
+            "builds_on": {
+                role: {"kind": run.kind, "key": run.key, "variant": run.variant}
+                for role, run in self.builds_on.items()
+            },
+        }
+
+
+@dataclass
+class Plan:
+    """The runs of one job, pipeline stages in order, with what each needs."""
+
+    experiment: str
+    seed: int
+    runs: dict[str, PlannedRun]
+    order: list[str]
+    estimates: dict[str, float] = field(default_factory=dict)
+    """Seconds to train, per run key, from finished runs of the same kind on the same data."""
+
+    @property
+    def steps(self) -> list[PlannedRun]:
+        return [self.runs[name] for name in self.order]
+
+
+def stages_to_run(cfg: DictConfig) -> list[str]:
+    """The experiment's stages in order, or just ``cfg.stage``; unknown names are user errors."""
+    names = [cfg.stage] if cfg.get("stage") is not None else list(cfg.pipeline)
+    for name in names:
+        if name not in cfg.stages:
+            raise UserError(f"unknown stage {name!r}: choose from {list(cfg.stages)}")
+    return names
+
+
+def _without_seed(cfg: DictConfig) -> DictConfig:
+    copy = cfg.copy()
+    with open_dict(copy):
+        copy.seed = "any"
+    return copy
+
+
+def make_plan(cfg: DictConfig) -> Plan:
+    """Every run the job needs (its stages and what they build on), keyed, with estimates."""
+    names = stages_to_run(cfg)
+    data = data_identity(cfg.data.root)
+    seedless = _without_seed(cfg)
+    planned: dict[str, PlannedRun] = {}
+
+    def plan(name: str, chain: tuple[str, ...]) -> PlannedRun:
+        if name in planned:
+            return planned[name]
+        if name in chain:
+            raise UserError(f"the stages build on each other in a circle: {' -> '.join(chain)}")
+        if name not in cfg.stages:
+            raise UserError(
+                f"stage {chain[-1]} builds on {name!r}, which has no settings under `stages`"
+            )
+        stage = cfg.stages[name]
+        builds_on = stage.get("builds_on")
+        builds_on = OmegaConf.to_container(builds_on, resolve=True) if builds_on else {}
+        upstream = {role: plan(other, (*chain, name)) for role, other in builds_on.items()}
+        settings = stage_settings(cfg, name)
+        key = digest(
+            {
+                "data": data,
+                "seed": cfg.seed,
+                "settings": settings,
+                "builds_on": {role: run.key for role, run in upstream.items()},
+            }
+        )
+        variant = digest(
+            {
+                "data": data,
+                "settings": stage_settings(seedless, name),
+                "builds_on": {role: run.variant for role, run in upstream.items()},
+            }
+        )
+        kind = stage_kind(stage.module._target_)
+        planned[name] = PlannedRun(
+            name=name,
+            kind=kind,
+            key=key,
+            variant=variant,
+            seed=cfg.seed,
+            data=data,
+            settings=settings,
+            builds_on=upstream,
+            dir=run_dir(cfg.runs_dir, kind, key),
+            in_pipeline=name in names,
+        )
+        return planned[name]
+
+    for name in names:
+        plan(name, ())
+    for position, name in enumerate(names):
+        for role, run in planned[name].builds_on.items():
+            if run.name in names and names.index(run.name) > position:
+                raise UserError(
+                    f"pipeline: {name} builds on {run.name} ({role}), so {run.name} must come "
+                    f"before it, got {names}"
+                )
+    result = Plan(cfg.experiment_name, cfg.seed, planned, names)
+    result.estimates = estimates(cfg.runs_dir, planned.values())
+    return result
+
+
+def finished_seconds(runs_dir: str | Path) -> dict[tuple[str, str], list[float]]:
+    """Wall seconds of the store's complete runs, by (kind, data identity)."""
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for run in store_runs(runs_dir):
+        if not run.complete:
+            continue
+        try:
+            identity, metrics = read_json(run.identity), run.read_metrics()
+            value = float(metrics["wall_seconds"])
+        except (UserError, KeyError, TypeError, ValueError):
+            continue
+        seconds.setdefault((identity.get("kind"), identity.get("data")), []).append(value)
+    return seconds
+
+
+def estimates(runs_dir: str | Path, runs: Iterable[PlannedRun]) -> dict[str, float]:
+    """Seconds left per run to train or resume: the median of finished runs of its kind on its
+    data, less what an interrupted run already spent."""
+    finished = finished_seconds(runs_dir)
+    result = {}
+    for run in runs:
+        if run.action == "reuse" or (run.kind, run.data) not in finished:
+            continue
+        median = statistics.median(finished[(run.kind, run.data)])
+        spent = progress(run.dir).get("wall_seconds", 0.0) if run.action == "resume" else 0.0
+        result[run.key] = max(0.0, median - spent)
+    return result
+
+
+def progress(run: RunDir) -> dict:
+    """The last validated epoch of a run (``progress.json``, written after every validation)."""
+    path = run.root / "progress.json"
+    try:
+        return read_json(path) if path.is_file() else {}
+    except UserError:
+        return {}
+
+
+def duration(seconds: float) -> str:
+    """1 h 05 min / 12 min / 40 s."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{math.ceil(seconds)} s"
+
+
+def summary_line(runs: list[PlannedRun], estimates_: dict[str, float]) -> str:
+    """ "3 runs: 1 to train, 1 to resume, 1 to reuse; about 12 min" for distinct runs."""
+    counts = {action: 0 for action in ("train", "resume", "reuse")}
+    for run in runs:
+        counts[run.action] += 1
+    text = f"{len(runs)} runs: " + ", ".join(f"{n} to {action}" for action, n in counts.items())
+    pending = [run for run in runs if run.action != "reuse"]
+    known = [estimates_[run.key] for run in pending if run.key in estimates_]
+    if pending and known:
+        unknown = len(pending) - len(known)
+        text += f"; about {duration(sum(known))}"
+        text += f" + {unknown} without an estimate" if unknown else ""
+    return text
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    """One line for the job, one per run: action, stage, run folder, estimate or result."""
+    steps = plan.steps
+    console.print(
+        f"[bold]plan[/] {plan.experiment} seed {plan.seed}: {summary_line(steps, plan.estimates)}",
+        highlight=False,
+    )
+    for run in steps:
+        console.print(f"  {_run_line(run, plan.estimates)}", highlight=False)
+    for run in plan.runs.values():
+        if not run.in_pipeline and run.action != "reuse":
+            console.print(
+                f"  [yellow]needs[/] {run.name} (store/{run.kind}/{run.key}), not complete",
+                highlight=False,
+            )
+
+
+def _run_line(run: PlannedRun, estimates_: dict[str, float]) -> str:
+    colour = {"train": "cyan", "resume": "yellow", "reuse": "green"}[run.action]
+    where = f"store/{run.kind}/{run.key}"
+    if run.action == "reuse":
+        detail = ""
+        try:
+            best = run.dir.read_metrics()["best"]["val/total"]
+            detail = f"best val/total {best:.4f}"
+        except (UserError, KeyError, TypeError):
+            pass
+    else:
+        done = progress(run.dir)
+        detail = f"from epoch {done['epoch'] + 1}" if run.action == "resume" and done else ""
+        if run.key in estimates_:
+            detail = ", ".join(filter(None, [detail, f"~{duration(estimates_[run.key])}"]))
+    return f"[{colour}]{run.action:6}[/] {run.name:24} {where}  {detail}".rstrip()
