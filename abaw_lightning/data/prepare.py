@@ -153,7 +153,9 @@ def read_affwild2_tables(
         for split in ("train", "val")
         for task in ("expr", "va")
     }
-    bad = check_frames(root, [read.rows["image"] for read in reads.values()], workers)
+    folder = images_dir(root)
+    distinct = sorted(set().union(*(set(read.rows["image"]) for read in reads.values())))
+    bad = check_frames(folder, distinct, workers)
     tables = {}
     for split in ("train", "val"):
         kept = {}
@@ -161,33 +163,31 @@ def read_affwild2_tables(
             read = reads[(split, task)]
             prefix = f"{task.upper()} {split}: "
             skipped.update(read.skipped, prefix=prefix)
-            problems = read.rows["image"].map(bad)
-            for image, problem in zip(read.rows["image"], problems, strict=True):
-                if isinstance(problem, str):
-                    skipped.add(f"{prefix}bad jpg: {problem}", _frame_path(root, image))
-            kept[task] = read.rows[problems.isna()].reset_index(drop=True)
+            is_bad = read.rows["image"].isin(bad)
+            for image in read.rows["image"][is_bad]:
+                skipped.add(f"{prefix}bad jpg: {bad[image]}", frame_file(folder, image))
+            kept[task] = read.rows[~is_bad].reset_index(drop=True)
         tables[f"{split}_expr"], tables[f"{split}_va"] = share_labels(kept["expr"], kept["va"])
-    checked = len(set().union(*(set(read.rows["image"]) for read in reads.values())))
     report = {
-        "checked": checked,
+        "checked": len(distinct),
         "bad": len(bad),
-        "bad_files": {_frame_path(root, image): bad[image] for image in sorted(bad)},
+        "bad_files": {frame_file(folder, image): bad[image] for image in sorted(bad)},
     }
     return tables, report
 
 
-def _frame_path(root: Path, image: str) -> str:
-    """The file of a table's Aff-Wild2 `image` (`affwild2_images/<stem>/<name>`)."""
-    return str(images_dir(root) / image.removeprefix(f"{AFFWILD2_IMAGES}/"))
+def frame_file(folder: Path, image: str) -> str:
+    """The file in Aff-Wild2's cropped_aligned `folder` of a table's `image`
+    (`affwild2_images/<stem>/<name>`)."""
+    return os.path.join(folder, image.removeprefix(f"{AFFWILD2_IMAGES}/"))
 
 
-def check_frames(root: Path, images: list[pd.Series], workers: int) -> dict[str, str]:
-    """`image` -> reason for every distinct frame of `images` whose jpg is empty, truncated, not a
-    JPEG or does not decode, checked by `workers` processes with a progress bar."""
-    distinct = sorted(set().union(*(set(column) for column in images)))
-    paths = [_frame_path(root, image) for image in distinct]
+def check_frames(folder: Path, images: list[str], workers: int) -> dict[str, str]:
+    """`image` -> reason for every one of `images` whose jpg is empty, truncated, not a JPEG or
+    does not decode, checked by `workers` processes with a progress bar."""
+    paths = [frame_file(folder, image) for image in images]
     problems = map_with_progress(frame_problem, paths, workers, "checking Aff-Wild2 frames")
-    return {image: p for image, p in zip(distinct, problems, strict=True) if p is not None}
+    return {image: p for image, p in zip(images, problems, strict=True) if p is not None}
 
 
 def build_parts(
