@@ -256,7 +256,9 @@ def prepare(
 ) -> dict:
     """Build the prepared folder `out` (parts, Aff-Wild2 tables, crops, manifest); return manifest.
 
-    Re-running into the same folder reuses the crops already there.
+    Re-running into the same folder reuses the crops there that check out. The tables and the
+    manifest are published last (`_publish`): an interrupted run leaves the previous complete
+    folder or one that training refuses and the next run rebuilds.
     """
     console = Console()
     if expr_va_source not in EXPR_VA_SOURCES:
