@@ -1,10 +1,10 @@
-"""`abaw prepare` and the face crops: exact parts, shared labels within a split, decimation,
-weights, manifest, crops (112x112, level eyes), re-runs that reuse crops, user errors."""
+"""`abaw prepare`: exact parts, shared labels within a split, decimation, weights, manifest,
+square crops of at least 134 px, re-runs that reuse crops, user errors (crop geometry:
+test_crops.py; bad frames, stale crops, interruptions: test_prepare_integrity.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -14,13 +14,6 @@ import pandas as pd
 import pytest
 
 from abaw_lightning.cli import main
-from abaw_lightning.data.crops import (
-    CropJob,
-    crop,
-    eye_aligned_affine,
-    landmark_square,
-    make_crops,
-)
 from abaw_lightning.data.prepare import prepare
 from abaw_lightning.errors import UserError
 
@@ -196,7 +189,7 @@ def test_prepare_all_sources(tmp_path, sources):
     assert (out / expr["image"][0]).is_file()
 
     for image in [*expr["image"][6:], *va["image"][3:], *expr_va["image"]]:
-        assert cv2.imread(str(out / image)).shape == (112, 112, 3)
+        assert cv2.imread(str(out / image)).shape == (134, 134, 3)  # all faces under 134 px
 
     assert manifest == json.loads((out / "manifest.json").read_text())
     assert manifest["sources"] == {k: str(v.resolve()) for k, v in sources.items()}
@@ -240,11 +233,13 @@ def test_prepare_all_sources(tmp_path, sources):
     }
     q = sources["expw"] / "image" / "origin" / "q.jpg"
     assert manifest["skipped"]["expw"]["examples"]["corrupt or unreadable image"] == [str(q)]
+    fresh = {"reused": 0, "redone": 0, "stale_deleted": 0}
     assert manifest["crops"] == {
-        "expw": {"made": 2, "reused": 0, "failed": 1},
-        "afew_va": {"made": 2, "reused": 0, "failed": 0},
-        "affectnet": {"made": 4, "reused": 0, "failed": 1},
+        "expw": {"made": 2, "failed": 1, **fresh},
+        "afew_va": {"made": 2, "failed": 0, **fresh},
+        "affectnet": {"made": 4, "failed": 1, **fresh},
     }
+    assert manifest["affwild2_frames"] == {"checked": 22, "bad": 0, "bad_files": {}}
 
     # a re-run into the same folder reuses every crop and writes the same tables
     before = mtimes(out / "crops")
@@ -257,8 +252,9 @@ def test_prepare_all_sources(tmp_path, sources):
         workers=1,
     )
     assert mtimes(out / "crops") == before and len(before) == 8
-    assert again["crops"]["expw"] == {"made": 0, "reused": 2, "failed": 1}
+    assert again["crops"]["expw"] == {**fresh, "made": 0, "reused": 2, "failed": 1}
     assert again["rows"] == manifest["rows"]
+    assert again["data_id"] == manifest["data_id"]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "parts" / "expr.parquet"), expr)
 
 
@@ -276,7 +272,9 @@ def test_prepare_affwild2_only_via_cli(tmp_path, capsys):
         "expr_va_source": "affectnet",
         "expr_va_source_used": "affwild2",
         "workers": 1,
-        "crop_size": 112,
+        "crop_format": 2,
+        "crop_min": 134,
+        "crop_max": 268,
         "jpeg_quality": 95,
     }
     assert manifest["sources"]["expw"] is None
@@ -343,78 +341,3 @@ def test_cli_user_errors(tmp_path, capsys):
 
     with pytest.raises(UserError, match="expr-va-source"):
         prepare(root, out, expr_va_source="both")
-
-
-# --- crops -----------------------------------------------------------------------------------
-
-
-def test_box_crop_pads_black_outside_the_image():
-    image = np.full((20, 20, 3), 200, np.uint8)
-    out = crop(image, "box", (-10, -10, 30, 30))
-    assert out.shape == (112, 112, 3)
-    assert out[0, 0].tolist() == [0, 0, 0] and out[111, 111].tolist() == [0, 0, 0]
-    assert out[56, 56].tolist() == [200, 200, 200]
-    assert out[:, 30].tolist() == out[30, :].tolist()
-    inside = np.flatnonzero(out[56, :, 0] == 200)
-    # the image spans 28..84 of the crop (x 2.8); bilinear blending touches one pixel each side
-    assert (inside.min(), inside.max()) == (29, 82)
-    assert np.flatnonzero(out[56, :, 0]).tolist() == list(range(27, 85))
-
-
-def test_landmark_square_has_five_percent_margin():
-    # x spans -40..40, y spans -25..28 around (100, 100): side 80 * 1.1, centred on the box
-    top, left, right, bottom = landmark_square(ff.face_landmarks())
-    assert (top, left, right, bottom) == pytest.approx((57.5, 56.0, 144.0, 145.5))
-
-
-@pytest.mark.parametrize("angle", [-35.0, 0.0, 25.0])
-def test_eye_aligned_crop_levels_the_eyes(angle):
-    landmarks = ff.face_landmarks(centre=(110, 95), scale=1.5, angle_deg=angle)
-    image = np.zeros((220, 220, 3), np.uint8)
-    eyes = [landmarks[36:40].mean(axis=0), landmarks[42:46].mean(axis=0)]
-    mouth = (landmarks[48] + landmarks[54]) / 2
-    for x, y in [*eyes, mouth]:  # sub-pixel centres: 4 fractional bits
-        centre = (round(x * 16), round(y * 16))
-        cv2.circle(image, centre, 3 * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
-
-    out = crop(image, "affine", eye_aligned_affine(landmarks))
-
-    assert out.shape == (112, 112, 3)
-    count, labels = cv2.connectedComponents((out[:, :, 0] > 20).astype(np.uint8))
-    assert count == 4
-    weight = out[:, :, 0].astype(np.float64)
-    ys, xs = np.mgrid[0:112, 0:112]
-    spots = []
-    for label in range(1, count):
-        w = weight * (labels == label)
-        spots.append(((xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()))
-    spots.sort(key=lambda p: (p[1], p[0]))
-    (lx, ly), (rx, ry) = sorted(spots[:2])
-    mx, my = spots[2]
-    # side = 2 x eye distance (40 > eye-mouth 36) -> 112 / 80 pixels per face unit; the crop
-    # centre is midway between eye centre (0, -11) and mouth centre (0, 25)
-    assert abs(ly - ry) < 0.1
-    assert (lx, ly, rx, mx, my) == pytest.approx((28, 30.8, 84, 56, 81.2), abs=0.25)
-
-
-def test_make_crops_skips_existing_and_counts_failures(tmp_path):
-    src = ff.write_image(tmp_path / "src.png", size=(30, 40), value=77)
-    (tmp_path / "broken.jpg").write_bytes(b"\x00" * 10)
-    jobs = [
-        CropJob(str(src), str(tmp_path / "out" / "x" / "a.jpg"), "box", (0, 0, 40, 30)),
-        CropJob(str(tmp_path / "broken.jpg"), str(tmp_path / "out" / "b.jpg"), "box", (0, 0, 4, 4)),
-        CropJob(str(tmp_path / "gone.jpg"), str(tmp_path / "out" / "c.jpg"), "box", (0, 0, 4, 4)),
-    ]
-    first = make_crops(jobs, workers=1)
-    assert (first.made, first.reused) == (1, 0)
-    assert first.failed == {
-        jobs[1].dst: "corrupt or unreadable image",
-        jobs[2].dst: "corrupt or unreadable image",
-    }
-    made = cv2.imread(jobs[0].dst)
-    assert made.shape == (112, 112, 3) and abs(int(made.mean()) - 77) <= 1
-    assert sorted(os.listdir(tmp_path / "out")) == ["x"]
-    stamp = os.stat(jobs[0].dst).st_mtime_ns
-    second = make_crops(jobs, workers=1)
-    assert (second.made, second.reused, len(second.failed)) == (0, 1, 2)
-    assert os.stat(jobs[0].dst).st_mtime_ns == stamp

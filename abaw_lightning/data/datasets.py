@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from abaw_lightning.data.images import read_image
+from abaw_lightning.data.manifest import check_prepared
 from abaw_lightning.data.transforms import SeededTransform
 from abaw_lightning.errors import UserError
 
@@ -21,6 +22,7 @@ COLUMNS = ("image", "source", "video", "frame", "expr", "valence", "arousal")
 def load_table(prepared_root: Path, name: str) -> pd.DataFrame:
     """Read `<prepared_root>/<name>.parquet` (e.g. "parts/expr", "affwild2/val_va") and check it."""
     prepared_root = Path(prepared_root)
+    check_prepared(prepared_root)
     path = prepared_root / f"{name}.parquet"
     if not prepared_root.is_dir():
         raise UserError(

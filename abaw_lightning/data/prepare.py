@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -14,14 +13,29 @@ from rich.table import Table
 
 from abaw_lightning.data import balancing
 from abaw_lightning.data.crops import (
-    CROP_SIZE,
+    CROP_FORMAT,
+    CROP_MAX,
+    CROP_MIN,
     JPEG_QUALITY,
     CropJob,
-    eye_aligned_affine,
+    box_square,
+    clear_stale_crops,
+    eye_aligned_square,
     landmark_square,
     make_crops,
+    remove_partial_crops,
 )
-from abaw_lightning.data.readers import AFFWILD2_IMAGES, COLUMNS, Skipped, require_dir
+from abaw_lightning.data.image_files import frame_problem
+from abaw_lightning.data.manifest import (
+    MANIFEST,
+    PREPARED_FORMAT,
+    data_id,
+    sha256_file,
+    sync_dir,
+    write_json_atomic,
+)
+from abaw_lightning.data.pool import map_with_progress
+from abaw_lightning.data.readers import AFFWILD2_IMAGES, COLUMNS, CROPS, Skipped, require_dir
 from abaw_lightning.data.readers.afew_va import read_afew_va
 from abaw_lightning.data.readers.affectnet import read_affectnet
 from abaw_lightning.data.readers.affwild2 import images_dir, read_affwild2
@@ -89,11 +103,11 @@ READERS = {"expw": read_expw, "afew_va": read_afew_va, "affectnet": read_affectn
 def _crop_job(name: str, src: str, dst: Path, row: pd.Series) -> CropJob:
     """The crop of one row: ExpW box, AffectNet landmark square, AFEW-VA eye-aligned square."""
     if name == "expw":
-        box = tuple(float(row[k]) for k in ("top", "left", "right", "bottom"))
-        return CropJob(src, str(dst), "box", box)
+        box = (int(row[k]) for k in ("top", "left", "right", "bottom"))
+        return CropJob(src, str(dst), box_square(*box))
     if name == "affectnet":
-        return CropJob(src, str(dst), "box", landmark_square(row["landmarks"]))
-    return CropJob(src, str(dst), "affine", eye_aligned_affine(row["landmarks"]))
+        return CropJob(src, str(dst), landmark_square(row["landmarks"]))
+    return CropJob(src, str(dst), eye_aligned_square(row["landmarks"]))
 
 
 def read_and_crop(
@@ -102,6 +116,7 @@ def read_and_crop(
     """Rows of one cropped source whose crop exists in `out`, and the crop statistics.
 
     AffectNet rows without valence/arousal are dropped first (the `expr_va` part needs both).
+    Crops of another crop format (112x112 stretched ones of format 1) are deleted and made again.
     """
     read = READERS[name](root)
     skipped.update(read.skipped)
@@ -111,27 +126,68 @@ def read_and_crop(
         for src in rows.loc[no_va, "src_path"]:
             skipped.add("valence/arousal not annotated (-2)", src)
         rows = rows[~no_va].reset_index(drop=True)
+    stale = clear_stale_crops(out / CROPS / name)
     jobs = [_crop_job(name, row["src_path"], out / row["image"], row) for _, row in rows.iterrows()]
     report = make_crops(jobs, workers=workers, label=f"cropping {name}")
     for job in jobs:
         if job.dst in report.failed:
             skipped.add(report.failed[job.dst], job.src)
     failed = np.array([job.dst in report.failed for job in jobs], dtype=bool)
-    stats = {"made": report.made, "reused": report.reused, "failed": len(report.failed)}
+    stats = {
+        "made": report.made,
+        "reused": report.reused,
+        "redone": report.redone,
+        "failed": len(report.failed),
+        "stale_deleted": stale,
+    }
     return rows[~failed][COLUMNS].reset_index(drop=True), stats
 
 
-def read_affwild2_tables(root: Path, skipped: Skipped) -> dict[str, pd.DataFrame]:
-    """`train_expr`, `train_va`, `val_expr`, `val_va`, with secondary labels from the same split."""
+def read_affwild2_tables(
+    root: Path, skipped: Skipped, workers: int
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """`train_expr`, `train_va`, `val_expr`, `val_va`, with secondary labels from the same split,
+    and the frame check: every kept frame's jpg must be a complete JPEG that decodes."""
+    reads = {
+        (split, task): read_affwild2(root, task, split)
+        for split in ("train", "val")
+        for task in ("expr", "va")
+    }
+    folder = images_dir(root)
+    distinct = sorted(set().union(*(set(read.rows["image"]) for read in reads.values())))
+    bad = check_frames(folder, distinct, workers)
     tables = {}
     for split in ("train", "val"):
-        reads = {task: read_affwild2(root, task, split) for task in ("expr", "va")}
-        for task, read in reads.items():
-            skipped.update(read.skipped, prefix=f"{task.upper()} {split}: ")
-        tables[f"{split}_expr"], tables[f"{split}_va"] = share_labels(
-            reads["expr"].rows, reads["va"].rows
-        )
-    return tables
+        kept = {}
+        for task in ("expr", "va"):
+            read = reads[(split, task)]
+            prefix = f"{task.upper()} {split}: "
+            skipped.update(read.skipped, prefix=prefix)
+            is_bad = read.rows["image"].isin(bad)
+            for image in read.rows["image"][is_bad]:
+                skipped.add(f"{prefix}bad jpg: {bad[image]}", frame_file(folder, image))
+            kept[task] = read.rows[~is_bad].reset_index(drop=True)
+        tables[f"{split}_expr"], tables[f"{split}_va"] = share_labels(kept["expr"], kept["va"])
+    report = {
+        "checked": len(distinct),
+        "bad": len(bad),
+        "bad_files": {frame_file(folder, image): bad[image] for image in sorted(bad)},
+    }
+    return tables, report
+
+
+def frame_file(folder: Path, image: str) -> str:
+    """The file in Aff-Wild2's cropped_aligned `folder` of a table's `image`
+    (`affwild2_images/<stem>/<name>`)."""
+    return os.path.join(folder, image.removeprefix(f"{AFFWILD2_IMAGES}/"))
+
+
+def check_frames(folder: Path, images: list[str], workers: int) -> dict[str, str]:
+    """`image` -> reason for every one of `images` whose jpg is empty, truncated, not a JPEG or
+    does not decode, checked by `workers` processes with a progress bar."""
+    paths = [frame_file(folder, image) for image in images]
+    problems = map_with_progress(frame_problem, paths, workers, "checking Aff-Wild2 frames")
+    return {image: p for image, p in zip(images, problems, strict=True) if p is not None}
 
 
 def build_parts(
@@ -200,7 +256,9 @@ def prepare(
 ) -> dict:
     """Build the prepared folder `out` (parts, Aff-Wild2 tables, crops, manifest); return manifest.
 
-    Re-running into the same folder reuses the crops already there.
+    Re-running into the same folder reuses the crops there that check out. The tables and the
+    manifest are published last (`_publish`): an interrupted run leaves the previous complete
+    folder or one that training refuses and the next run rebuilds.
     """
     console = Console()
     if expr_va_source not in EXPR_VA_SOURCES:
@@ -221,9 +279,10 @@ def prepare(
         console.print("[yellow]warning:[/] --expr-va-source affwild2: AffectNet is not used.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_partials(out)
     skipped = {name: Skipped() for name in paths}
 
-    affwild2_tables = read_affwild2_tables(paths["affwild2"], skipped["affwild2"])
+    affwild2_tables, frames = read_affwild2_tables(paths["affwild2"], skipped["affwild2"], workers)
     _link_images(out, paths["affwild2"])
     cropped = [n for n in ("expw", "afew_va") if n in paths]
     cropped += ["affectnet"] if used_expr_va == "affectnet" else []
@@ -239,29 +298,82 @@ def prepare(
 
     tables = {f"parts/{name}": table for name, table in parts.items()}
     tables.update({f"affwild2/{name}": table for name, table in affwild2_tables.items()})
-    for name, table in tables.items():
-        path = out / f"{name}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(path, index=False)
-
+    written = _write_partial_tables(out, tables)
+    options = {
+        "expr_va_source": expr_va_source,
+        "expr_va_source_used": used_expr_va,
+        "workers": workers,
+        "crop_format": CROP_FORMAT,
+        "crop_min": CROP_MIN,
+        "crop_max": CROP_MAX,
+        "jpeg_quality": JPEG_QUALITY,
+    }
+    sources = {name: str(paths[name]) if name in paths else None for name in SOURCES}
     manifest = {
-        "sources": {name: str(paths[name]) if name in paths else None for name in SOURCES},
-        "options": {
-            "expr_va_source": expr_va_source,
-            "expr_va_source_used": used_expr_va,
-            "workers": workers,
-            "crop_size": CROP_SIZE,
-            "jpeg_quality": JPEG_QUALITY,
-        },
+        "format": PREPARED_FORMAT,
+        "complete": True,
+        "data_id": data_id(
+            {name: entry["sha256"] for name, entry in written.items()},
+            {key: options[key] for key in IDENTITY_OPTIONS},
+        ),
+        "sources": sources,
+        "options": options,
+        "tables": written,
         "rows": {name: _counts(table) for name, table in tables.items()},
         "decimation": decimation,
         "affwild2_videos": _video_counts(affwild2_tables),
+        "affwild2_frames": frames,
         "crops": crop_stats,
         "skipped": {name: skipped[name].to_dict() for name in SOURCES if name in skipped},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    _publish(out, list(tables), manifest)
     _print_summary(console, manifest, out)
     return manifest
+
+
+IDENTITY_OPTIONS = ("expr_va_source_used", "crop_format", "crop_min", "crop_max", "jpeg_quality")
+"""Options that decide the prepared content beyond the tables (`workers` does not), in `data_id`."""
+PARTIAL = ".partial"
+"""Suffix of a table written but not yet published (renamed into place at the very end)."""
+
+
+def _remove_partials(out: Path) -> None:
+    """Delete what a killed run left half-written: partial tables, manifest and crops."""
+    for pattern in (f"*/*.parquet{PARTIAL}", f".{MANIFEST}{PARTIAL}"):
+        for path in out.glob(pattern):
+            path.unlink()
+    if (out / CROPS).is_dir():
+        remove_partial_crops(out / CROPS)
+
+
+def _write_partial_tables(out: Path, tables: dict[str, pd.DataFrame]) -> dict[str, dict]:
+    """Write every table to `<name>.parquet.partial`, flushed to disk; their rows and sha256."""
+    written = {}
+    for name, table in tables.items():
+        path = out / f"{name}.parquet{PARTIAL}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(path, index=False)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        written[name] = {"rows": len(table), "sha256": sha256_file(path)}
+    return written
+
+
+def _publish(out: Path, names: list[str], manifest: dict) -> None:
+    """Put the partial tables in place and the manifest last, each step atomic.
+
+    First the manifest is replaced by one that says `complete: false`, so a kill between the
+    renames leaves a folder that training refuses (and the next prepare rebuilds) instead of new
+    tables beside an old manifest; a kill before it leaves the previous complete state.
+    """
+    incomplete = {key: manifest[key] for key in ("format", "sources", "options")}
+    write_json_atomic(out / MANIFEST, {**incomplete, "complete": False})
+    for name in names:
+        final = out / f"{name}.parquet"
+        os.replace(final.with_name(final.name + PARTIAL), final)
+    for folder in {(out / name).parent for name in names}:
+        sync_dir(folder)
+    write_json_atomic(out / MANIFEST, manifest)
 
 
 def _source_paths(given: dict[str, Path | str | None]) -> dict[str, Path]:
@@ -313,6 +425,8 @@ def _print_summary(console: Console, manifest: dict, out: Path) -> None:
             skipped.add_row(source, reason, str(count))
     if skipped.row_count:
         console.print(skipped)
+    frames = manifest["affwild2_frames"]
+    console.print(f"Aff-Wild2 frames checked: {frames['checked']}, bad (skipped): {frames['bad']}")
     videos = manifest["affwild2_videos"]
     console.print(
         f"Aff-Wild2 videos with both annotations: {videos['with_both_annotations']} "

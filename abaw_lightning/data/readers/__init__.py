@@ -21,7 +21,7 @@ AFFWILD2_IMAGES = "affwild2_images"
 """Name of the link to Aff-Wild2's `cropped_aligned` inside the prepared folder."""
 
 CROPS = "crops"
-"""Folder of the 112x112 face crops inside the prepared folder (one subfolder per source)."""
+"""Folder of the square face crops inside the prepared folder (one subfolder per source)."""
 
 READABLE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp"}
