@@ -139,7 +139,7 @@ class _TrackRows:
         present = face_ids[order] >= 0
         table = pd.DataFrame({"frame": frames[order]})
         table["face_id"] = pd.arrays.IntegerArray(face_ids[order], ~present)
-        table = pd.concat([table, box_table([f.box if f else None for f in found])], axis=1)
+        table = pd.concat([table, box_table([None if f is None else f.box for f in found])], axis=1)
         table["score"] = [np.nan if f is None else f.score for f in found]
         table["filled"] = np.concatenate(self.filled)[order]
         probs, va = np.concatenate(self.probs)[order], np.concatenate(self.va)[order]
