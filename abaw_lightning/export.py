@@ -4,6 +4,7 @@ TorchScript, taking uint8 images, checked against PyTorch on a random batch."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from abaw_lightning import EXPR_CLASSES
+from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.losses import va_expectation
 from abaw_lightning.models.heads import HEAD_FEATURES
@@ -66,6 +68,15 @@ def gru_path(out: Path) -> Path:
     """Where the GRU goes beside the CNN file: `<name>_gru<suffix>`."""
     out = Path(out)
     return out.with_name(f"{out.stem}_gru{out.suffix}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file: which checkpoint an export came from, without its path."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _save_onnx(module: nn.Module, example: Tensor, out: Path, spec: dict) -> None:
@@ -145,6 +156,8 @@ def export_cnn(ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: int =
     uint8 batch."""
     cnn, settings = load_cnn_and_settings(ckpt)
     size = int(settings.get("image_size", 112))
+    resize = settings.get("resize")
+    resize = default_resize(size) if resize is None else int(resize)  # as validation resolves it
     anchors = settings.get("va_anchors", "linspace")
     module = ExportableCNN(cnn, anchors)
     generator = torch.Generator().manual_seed(seed)
@@ -153,12 +166,16 @@ def export_cnn(ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: int =
         for n in (2, CHECK_BATCH)
     )
     metadata = {
-        "input": "uint8 RGB [N, 3, image_size, image_size], resized to resize then centre-cropped",
+        "input": (
+            "uint8 RGB [N, 3, image_size, image_size]: a square face crop resized to resize x "
+            "resize (bilinear), then its centre image_size x image_size (offset "
+            "(resize - image_size) // 2)"
+        ),
         "image_size": size,
-        "resize": settings.get("resize"),
+        "resize": resize,
         "va_anchors": anchors,
         "expr_classes": list(EXPR_CLASSES),
-        "checkpoint": str(ckpt),
+        "checkpoint_sha256": file_sha256(ckpt),
     }
     spec = {
         "input": "images",
@@ -186,7 +203,7 @@ def export_gru(gru_ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: i
         "window_length": length,
         "va_anchors": anchors,
         "expr_classes": list(EXPR_CLASSES),
-        "checkpoint": str(gru_ckpt),
+        "checkpoint_sha256": file_sha256(gru_ckpt),
     }
     spec = {
         "input": "features",

@@ -1,5 +1,5 @@
-"""`abaw predict`: ABAW 2021 test submissions from the cropped_aligned test crops, and per-frame
-CSVs (plus a PNG per video) for videos, image folders and single images."""
+"""`abaw predict`: ABAW 2021 test submissions from the cropped_aligned test crops, and CSVs with a
+row per frame and face (plus a PNG per video) for videos, image folders and single images."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from abaw_lightning.inference.submission import (
     read_test_list,
     video_index,
 )
+from abaw_lightning.inference.tracking import MAX_GAP
 
 TASK_CHOICES = {"expr": ("expr",), "va": ("va",), "both": ("expr", "va")}
 FLOAT_FORMAT = "%.4f"
@@ -38,6 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per forward pass")
     parser.add_argument("--margin", type=float, default=MARGIN, help="face box margin per side")
+    parser.add_argument(
+        "--max-faces",
+        type=int,
+        metavar="N",
+        help="the N most confident faces per frame (default: all; 1: the single-face mode)",
+    )
+    parser.add_argument(
+        "--max-gap",
+        type=int,
+        default=MAX_GAP,
+        metavar="FRAMES",
+        help="frames in a row a face track may go undetected and still continue",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -112,7 +126,13 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     console = Console(soft_wrap=True, highlight=False)
     predictor = Predictor.from_checkpoints(
-        args.ckpt, args.gru_ckpt, args.device, batch_size=args.batch_size, margin=args.margin
+        args.ckpt,
+        args.gru_ckpt,
+        args.device,
+        batch_size=args.batch_size,
+        margin=args.margin,
+        max_faces=args.max_faces,
+        max_gap=args.max_gap,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     failures = []

@@ -1,13 +1,17 @@
 """`abaw export`: ONNX (through onnxruntime) and TorchScript round trips of the CNN and the GRU,
-dynamic batch, the reported difference, the settings recorded in the files, bad checkpoints."""
+dynamic batch, the reported difference, the settings recorded in the files (resolved, no paths),
+the ONNX file reproducing `abaw predict` on a real photograph, bad checkpoints."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_predict import write_checkpoints
@@ -23,6 +27,8 @@ from abaw_lightning.export import (
     export_models,
     gru_path,
 )
+from abaw_lightning.inference.detection import crop_face
+from abaw_lightning.inference.predictor import Predictor
 from abaw_lightning.stages.checkpoints import load_cnn, load_temporal
 
 
@@ -68,8 +74,12 @@ def test_onnx_round_trip_through_the_cli(checkpoints, references, tmp_path, caps
     for ours, theirs in zip(found, expected(references[0], images), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
     meta = cnn.get_modelmeta().custom_metadata_map
-    assert json.loads(meta["image_size"]) == 32 and json.loads(meta["resize"]) is None
+    assert json.loads(meta["image_size"]) == 32
+    assert json.loads(meta["resize"]) == 38  # resize: null, resolved as validation: 32*134/112
     assert json.loads(meta["expr_classes"]) == list(EXPR_CLASSES)
+    digest = hashlib.sha256(checkpoints[0].read_bytes()).hexdigest()
+    assert json.loads(meta["checkpoint_sha256"]) == digest and "checkpoint" not in meta
+    assert not any(str(checkpoints[0].parent) in value for value in meta.values())
     gru = onnxruntime.InferenceSession(str(gru_path(out)), providers=["CPUExecutionProvider"])
     found = gru.run(None, {"features": features.numpy()})
     assert [value.shape for value in found] == [(4, 11, 7), (4, 11, 2), (4, 11, 40)]
@@ -108,3 +118,40 @@ def test_export_rejects_wrong_checkpoints_and_formats(checkpoints, tmp_path, cap
     with pytest.raises(SystemExit):
         main(["export", "--ckpt", cnn, "--format", "tflite", "--out", out])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_onnx_reproduces_abaw_predict_on_a_real_photograph(tmp_path_factory, tmp_path):
+    """A checkpoint at 48 px with resize: null: the file says resize 57 (48 x 134 / 112), and the
+    face crop of the astronaut photograph, resized and centre-cropped as the metadata says, gives
+    the probabilities and valence-arousal that `abaw predict` wrote."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    data = pytest.importorskip("skimage.data", reason="scikit-image ships the photograph")
+    ckpt, _ = write_checkpoints(tmp_path_factory.mktemp("checkpoints48"), image_size=48)
+    model = tmp_path / "model.onnx"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(model)]) == 0
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    meta = {
+        key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()
+    }
+    assert (meta["image_size"], meta["resize"]) == (48, 57)
+    assert not any(str(ckpt.parent) in str(value) for value in meta.values())
+    rgb = data.astronaut()
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), rgb[:, :, ::-1])
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(ckpt), str(photo), "--out", str(out)]) == 0
+    row = pd.read_csv(out / "astronaut.csv").iloc[0]
+    crop = crop_face(rgb, (row["x"], row["y"], row["w"], row["h"]))  # README: margin 0.1, 112 px
+    size, resize = meta["image_size"], meta["resize"]
+    offset = (resize - size) // 2
+    resized = cv2.resize(crop, (resize, resize), interpolation=cv2.INTER_LINEAR)
+    image = resized[offset : offset + size, offset : offset + size]
+    expr_logits, va, _, _ = session.run(None, {"images": image.transpose(2, 0, 1)[None].copy()})
+    probs = torch.from_numpy(expr_logits).softmax(dim=-1).numpy()
+    np.testing.assert_allclose(probs[0], row[list(EXPR_CLASSES)].to_numpy(float), atol=1e-4)
+    np.testing.assert_allclose(va[0], row[["valence", "arousal"]].to_numpy(float), atol=1e-4)
+    exact = Predictor.from_checkpoints(ckpt, device="cpu", progress=False).predict_images([photo])
+    np.testing.assert_allclose(
+        probs[0], exact.loc[0, list(EXPR_CLASSES)].to_numpy(float), atol=1e-5
+    )
+    assert probs[0].max() > 0.3  # not a flat distribution: the comparison has something to match

@@ -1,5 +1,6 @@
-"""Inference: ABAW 2021 submission files, videos / images / folders through `abaw predict`, the
-`Predictor` API, the GRU path's windows, the Haar detector on a real photograph, bad inputs."""
+"""Inference: ABAW 2021 submission files, videos / images / folders through `abaw predict` (the
+single-face mode `--max-faces 1`, and a face track's filled gaps), the `Predictor` API, the GRU
+path's windows, the Haar detector on a real photograph, pluggable detectors, bad inputs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from abaw_lightning.cli import main
 from abaw_lightning.data.synth.faces import Affect, draw_face, face_matrix, random_identity
 from abaw_lightning.data.synth.scenes import background
 from abaw_lightning.errors import UserError
-from abaw_lightning.inference.predictor import BOX_COLUMNS, PREDICTION_COLUMNS, Predictor
+from abaw_lightning.inference.detection import HaarDetector, crop_face
+from abaw_lightning.inference.media import read_video
+from abaw_lightning.inference.predictor import (
+    FACE_COLUMNS,
+    PREDICTION_COLUMNS,
+    Predictor,
+)
 from abaw_lightning.inference.submission import nearest, submission_text
 from abaw_lightning.stages.cnn import CnnStudent
 from abaw_lightning.stages.gru import GruTeacher
@@ -44,12 +51,13 @@ def save_stage(stage: pl.LightningModule, path: Path) -> Path:
     return path
 
 
-def write_checkpoints(folder: Path) -> tuple[Path, Path]:
-    """A ResNet-18 CNN student at 32x32 and a GRU (hidden 8, windows of 8), randomly initialised;
-    the VA output layers are scaled up so that predictions reach the clipped range."""
+def write_checkpoints(folder: Path, image_size: int = 32) -> tuple[Path, Path]:
+    """A ResNet-18 CNN student at `image_size` (resize: null, the default ratio) and a GRU (hidden
+    8, windows of 8), randomly initialised; the VA output layers are scaled up so that
+    predictions reach the clipped range."""
     torch.manual_seed(0)
     cnn = CnnStudent(
-        model={"arch": "resnet18", "weights": "none"}, optimizer=OPTIMIZER, image_size=32
+        model={"arch": "resnet18", "weights": "none"}, optimizer=OPTIMIZER, image_size=image_size
     )
     gru = GruTeacher(optimizer=OPTIMIZER, hidden_size=8, window_length=WINDOW)
     with torch.no_grad():
@@ -66,12 +74,13 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def cnn_predictor(checkpoints) -> Predictor:
-    return Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False)
+    """The single-face mode (max_faces=1): the most confident face of each frame."""
+    return Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False, max_faces=1)
 
 
 @pytest.fixture(scope="module")
 def gru_predictor(checkpoints) -> Predictor:
-    return Predictor.from_checkpoints(*checkpoints, device="cpu", progress=False)
+    return Predictor.from_checkpoints(*checkpoints, device="cpu", progress=False, max_faces=1)
 
 
 def face_image(rng: np.random.Generator, height: int, width: int, box=None) -> np.ndarray:
@@ -249,12 +258,17 @@ def video(tmp_path_factory) -> Path:
 
 def test_video_through_the_cli_gives_one_row_per_frame(checkpoints, video, tmp_path):
     out = tmp_path / "out"
-    assert main(["predict", "--ckpt", str(checkpoints[0]), str(video), "--out", str(out)]) == 0
+    args = ["predict", "--ckpt", str(checkpoints[0]), str(video), "--out", str(out)]
+    assert main([*args, "--max-faces", "1"]) == 0
     table = pd.read_csv(out / "clip.csv", keep_default_na=False, na_values=[""])
-    assert list(table.columns) == ["frame", "time", *BOX_COLUMNS, *PREDICTION_COLUMNS]
+    assert list(table.columns) == ["frame", "time", *FACE_COLUMNS, *PREDICTION_COLUMNS]
     assert table["frame"].tolist() == list(range(len(FACE_FRAMES)))
     assert np.allclose(table["time"], np.round(np.arange(len(FACE_FRAMES)) / FPS, 4))
     assert table["face"].tolist() == FACE_FRAMES
+    assert table["face_id"].isna().tolist() == [not face for face in FACE_FRAMES]
+    assert (table.loc[table["face"], "face_id"] == 0).all() and not table["filled"].any()
+    assert (table.loc[table["face"], "score"] > 0).all()
+    assert table.loc[~table["face"], "score"].isna().all()
     faces = table[table["face"]]
     assert faces[PREDICTION_COLUMNS].notna().all().all()
     assert np.allclose(faces[list(EXPR_CLASSES)].sum(axis=1), 1.0, atol=1e-3)
@@ -270,11 +284,36 @@ def test_gru_and_cnn_video_paths_agree_in_shape_and_alignment(cnn_predictor, gru
     cnn = cnn_predictor.predict_video(video)
     gru = gru_predictor.predict_video(video)
     assert cnn.shape == gru.shape and list(cnn.columns) == list(gru.columns)
-    keys = ["frame", "time", *BOX_COLUMNS]
+    keys = ["frame", "time", *FACE_COLUMNS]
     pd.testing.assert_frame_equal(cnn[keys], gru[keys])
     assert gru["valence"].notna().tolist() == gru["face"].tolist() == FACE_FRAMES
     assert not np.allclose(cnn.loc[cnn["face"], "valence"], gru.loc[gru["face"], "valence"])
     assert gru_predictor.predict_video(video, temporal=False).equals(cnn)
+
+
+def test_a_face_track_fills_its_gaps_from_the_nearest_frame(checkpoints, video):
+    """Every face (the default): the 3 faceless frames inside the track are filled from the
+    nearest detected frame (the earlier on a tie), marked `filled`; the GRU runs over the whole
+    filled track; the last frame, after the track, stays empty."""
+    detector = HaarDetector()
+    crops = [crop_face(rgb, detector(rgb)[0].box) for rgb in read_video(video) if detector(rgb)]
+    assert len(crops) == sum(FACE_FRAMES) == 10
+    source = [0, 1, 2, 3, 4, 4, 4, 5, 5, 6, 7, 8, 9]  # frame 0-12 -> crop (frames 0-4, 8-12)
+    for gru in (None, checkpoints[1]):
+        predictor = Predictor.from_checkpoints(checkpoints[0], gru, device="cpu", progress=False)
+        table = predictor.predict_video(video)
+        assert table["frame"].tolist() == list(range(len(FACE_FRAMES)))
+        assert table["face_id"].tolist()[:13] == [0] * 13 and pd.isna(table["face_id"].iloc[13])
+        assert table["filled"].tolist() == [False] * 5 + [True] * 3 + [False] * 6
+        assert table["face"].tolist() == FACE_FRAMES
+        assert table.loc[table["filled"], ["x", "score"]].isna().all().all()
+        _, outputs = predictor.cnn_outputs(crops)
+        filled = {key: value[source] for key, value in outputs.items()}
+        probs, va = predictor.decode(filled)
+        found = table.iloc[:13]
+        np.testing.assert_allclose(found[list(EXPR_CLASSES)], probs, atol=1e-6)
+        np.testing.assert_allclose(found[["valence", "arousal"]], va, atol=1e-6)
+        assert table.iloc[13][PREDICTION_COLUMNS].isna().all()
 
 
 def test_gru_windows_cover_every_frame_once(gru_predictor):
@@ -325,9 +364,10 @@ def test_haar_detector_finds_the_face_of_a_real_photograph(checkpoints, tmp_path
     err = capsys.readouterr().err
     assert f"1 unreadable image(s) in {photo.parent} left out" in err
     single = pd.read_csv(out / "astronaut.csv", keep_default_na=False, na_values=[""])
-    assert list(single.columns) == ["frame", "image", *BOX_COLUMNS, *PREDICTION_COLUMNS]
+    assert list(single.columns) == ["frame", "image", *FACE_COLUMNS, *PREDICTION_COLUMNS]
     row = single.iloc[0]
     assert len(single) == 1 and row["face"] and row["image"] == "astronaut.png"
+    assert row["face_id"] == 0 and row["score"] > 0 and not row["filled"]
     # Eileen Collins' face: about x 175-275, y 65-165 in the 512x512 photograph
     assert abs(row["x"] - 177) <= 8 and abs(row["y"] - 66) <= 8 and 85 <= row["w"] <= 110
     assert abs(sum(row[name] for name in EXPR_CLASSES) - 1.0) < 1e-3
@@ -339,7 +379,8 @@ def test_haar_detector_finds_the_face_of_a_real_photograph(checkpoints, tmp_path
 
 def test_real_face_video_is_tracked_past_false_detections(checkpoints, tmp_path):
     """The photograph panned across a 400x400 video: some frames hold a second, larger and weaker
-    detection (on the suit); the most confident box, the face, is the one kept."""
+    detection (on the suit). With --max-faces 1 the most confident box, the face, is the one
+    kept; with every face, the face is one complete track and the suit's boxes score lower."""
     data = pytest.importorskip("skimage.data", reason="scikit-image ships the photograph")
     photo = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     shifts = [(-60 + 3 * i, -20 + i) for i in range(15)]
@@ -347,26 +388,66 @@ def test_real_face_video_is_tracked_past_false_detections(checkpoints, tmp_path)
         cv2.warpAffine(photo, np.float32([[1, 0, dx], [0, 1, dy]]), (400, 400)) for dx, dy in shifts
     ]
     video = write_video(tmp_path / "astronaut.mp4", frames, fps=30)
-    out = tmp_path / "out"
-    assert main(["predict", "--ckpt", str(checkpoints[0]), str(video), "--out", str(out)]) == 0
-    table = pd.read_csv(out / "astronaut.csv")
-    assert table["face"].all() and len(table) == len(shifts)
     expected_x = np.array([177 + dx for dx, _ in shifts])
     expected_y = np.array([66 + dy for _, dy in shifts])
+    args = ["predict", "--ckpt", str(checkpoints[0]), str(video)]
+    assert main([*args, "--out", str(tmp_path / "one"), "--max-faces", "1"]) == 0
+    table = pd.read_csv(tmp_path / "one" / "astronaut.csv")
+    assert table["face"].all() and len(table) == len(shifts)
     assert np.abs(table["x"] - expected_x).max() <= 10
     assert np.abs(table["y"] - expected_y).max() <= 10
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    every = pd.read_csv(tmp_path / "all" / "astronaut.csv")
+    face = every[every["face_id"] == 0]
+    assert face["frame"].tolist() == list(range(len(shifts))) and face["face"].all()
+    pd.testing.assert_frame_equal(face.reset_index(drop=True), table, check_dtype=False)
+    suit = every[every["face_id"] == 1]  # detected in some frames, filled in between
+    assert set(every["face_id"]) == {0, 1} and suit["face"].sum() >= 3
+    assert (suit["filled"] == ~suit["face"]).all() and suit["score"].isna().eq(suit["filled"]).all()
+    best = face.set_index("frame")["score"]
+    detected = suit[suit["face"]]
+    assert (detected["score"].to_numpy() < best[detected["frame"]].to_numpy()).all()
 
 
-def test_a_pluggable_detector_chooses_the_face(checkpoints, tmp_path):
+def test_pluggable_detectors_with_and_without_scores(checkpoints, tmp_path):
+    """Boxes (x, y, w, h) are taken in the detector's order (the first: the most confident);
+    boxes with a score are ordered by it; a malformed box is a clear error."""
     image = tmp_path / "grey.png"
     cv2.imwrite(str(image), np.full((100, 120, 3), 128, np.uint8))
-    for boxes, face in (
-        ([(10, 20, 40, 40), (0, 0, 90, 90)], [True, 10, 20, 40, 40]),
-        ([], [False]),
+    plain = [(10, 20, 40, 40), (0, 0, 90, 90)]
+    scored = [(10, 20, 40, 40, 0.2), (0, 0, 90, 90, 0.9), (60, 10, 30, 30, 0.5)]
+    for boxes, max_faces, expected in (
+        (plain, 1, [(0, 10, 20, 40, 40, np.nan)]),
+        (plain, None, [(0, 0, 0, 90, 90, np.nan), (1, 10, 20, 40, 40, np.nan)]),
+        (scored, 1, [(0, 0, 0, 90, 90, 0.9)]),
+        (scored, 2, [(0, 0, 0, 90, 90, 0.9), (1, 60, 10, 30, 30, 0.5)]),
+        (np.array([[10.4, 20.6, 40.0, 40.0, 0.5]]), None, [(0, 10, 21, 40, 40, 0.5)]),
+        ((), None, [(None, None, None, None, None, np.nan)]),
     ):
         predictor = Predictor.from_checkpoints(
-            checkpoints[0], device="cpu", progress=False, detector=lambda rgb, b=boxes: b
+            checkpoints[0],
+            device="cpu",
+            progress=False,
+            max_faces=max_faces,
+            detector=lambda rgb, b=boxes: b,
         )
         table = predictor.predict_images([image])
-        assert table.loc[0, BOX_COLUMNS].dropna().tolist() == face
-        assert table.loc[0, PREDICTION_COLUMNS].notna().all() == face[0]
+        assert table["frame"].tolist() == [0] * len(expected)
+        found = [
+            (*(None if pd.isna(v) else v for v in row[:5]), row[5])
+            for row in table[["face_id", "x", "y", "w", "h", "score"]].itertuples(index=False)
+        ]
+        assert [row[:5] for row in found] == [row[:5] for row in expected]
+        np.testing.assert_array_equal([r[5] for r in found], [r[5] for r in expected])
+        assert table["face"].tolist() == [e[0] is not None for e in expected]
+        assert table[PREDICTION_COLUMNS].notna().all(axis=1).tolist() == table["face"].tolist()
+    for bad in ([(1, 2, 3)], [(1, 2, 0, 5)], [("a", 2, 3, 4)], [5]):
+        predictor = Predictor.from_checkpoints(
+            checkpoints[0], device="cpu", progress=False, detector=lambda rgb, b=bad: b
+        )
+        with pytest.raises(
+            UserError, match=r"as box 0: expected \(x, y, w, h\) or \(x, y, w, h, score\)"
+        ):
+            predictor.predict_images([image])
+    with pytest.raises(UserError, match="max_faces"):
+        Predictor.from_checkpoints(checkpoints[0], device="cpu", max_faces=0)

@@ -1,10 +1,12 @@
-"""Face detection for inference: a pluggable detector (RGB image -> boxes), OpenCV's bundled Haar
-cascade by default, and square face crops cut like the training crops."""
+"""Face detection for inference: a pluggable detector (RGB image -> boxes with optional scores),
+OpenCV's bundled Haar cascade by default, and square face crops cut like the training crops."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -15,18 +17,57 @@ from abaw_lightning.errors import UserError
 Box = tuple[int, int, int, int]
 """A face box ``(x, y, width, height)`` in pixels of the full image."""
 
-Detector = Callable[[np.ndarray], Sequence[Box]]
-"""Any callable taking an RGB uint8 [H, W, 3] image and returning face boxes (x, y, w, h), the
-most confident first: the first box is the face that is predicted."""
+Detector = Callable[[np.ndarray], Iterable[Sequence[float]]]
+"""Any callable taking an RGB uint8 [H, W, 3] image and returning its face boxes, each
+``(x, y, w, h)`` or ``(x, y, w, h, score)`` (higher: more confident); without scores, the most
+confident first."""
 
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 MARGIN = 0.1
 """Margin added on each side of a detected box, as a fraction of its side."""
 
 
+class Detection(NamedTuple):
+    """One detected face: its box in pixels and the detector's score (NaN when it gives none)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = math.nan
+
+    @property
+    def box(self) -> Box:
+        return (self.x, self.y, self.w, self.h)
+
+
+def as_detections(boxes: Iterable[Sequence[float]]) -> list[Detection]:
+    """A detector's output as Detections, most confident first: by score when every box has one,
+    else in the detector's order; a malformed box is a UserError saying what is expected."""
+    found = []
+    for index, box in enumerate(boxes):
+        try:
+            values = [float(value) for value in box]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) in (4, 5):
+            x, y, w, h = (round(value) for value in values[:4])
+            if w >= 1 and h >= 1:
+                found.append(Detection(x, y, w, h, values[4] if len(values) == 5 else math.nan))
+                continue
+        raise UserError(
+            f"the face detector returned {box!r} as box {index}: expected (x, y, w, h) or "
+            "(x, y, w, h, score) in pixels, with w and h at least 1"
+        )
+    if found and not any(math.isnan(face.score) for face in found):
+        found.sort(key=lambda face: -face.score)
+    return found
+
+
 class HaarDetector:
-    """OpenCV's bundled frontal-face Haar cascade (no download), boxes ordered by the cascade's
-    confidence (its final-stage weight); large images are detected on a copy whose longer side is
+    """OpenCV's bundled frontal-face Haar cascade (no download): Detections scored by the
+    cascade's final-stage weight (not a probability; a larger false detection scores lower than
+    a real face), most confident first; large images are detected on a copy whose longer side is
     at most `max_side`, for speed."""
 
     def __init__(
@@ -48,7 +89,7 @@ class HaarDetector:
         self.min_size = min_size
         self.max_side = max_side
 
-    def __call__(self, image: np.ndarray) -> list[Box]:
+    def __call__(self, image: np.ndarray) -> list[Detection]:
         scale = min(1.0, self.max_side / max(image.shape[:2]))
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
@@ -61,14 +102,9 @@ class HaarDetector:
             minSize=(self.min_size, self.min_size),
             outputRejectLevels=True,
         )
-        order = np.argsort(-np.ravel(weights), kind="stable")
-        boxes = np.reshape(found, (-1, 4))[order]
-        return [tuple(round(float(v) / scale) for v in box) for box in boxes]
-
-
-def main_face(boxes: Sequence[Box]) -> Box | None:
-    """The face to predict: the detector's first (most confident) box, or None without one."""
-    return tuple(int(v) for v in boxes[0]) if len(boxes) else None
+        boxes = np.reshape(found, (-1, 4)) / scale
+        scores = np.ravel(weights).astype(float)
+        return as_detections([*box, score] for box, score in zip(boxes, scores, strict=True))
 
 
 def square_box(box: Box, margin: float = MARGIN) -> tuple[float, float, float, float]:

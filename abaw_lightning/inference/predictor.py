@@ -1,9 +1,10 @@
-"""`Predictor`: per-frame expressions and valence-arousal from a trained CNN checkpoint, with the
-GRU of a temporal-stage checkpoint over frame sequences when one is given."""
+"""`Predictor`: per-frame expressions and valence-arousal of every face from a trained CNN
+checkpoint, faces tracked across frames, with the GRU of a temporal-stage checkpoint over each
+face track when one is given."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,17 @@ from abaw_lightning import EXPR_CLASSES
 from abaw_lightning.data.transforms import val_transform
 from abaw_lightning.data.windows import LENGTH, eval_windows
 from abaw_lightning.errors import UserError
-from abaw_lightning.inference.detection import MARGIN, Detector, HaarDetector, crop_face, main_face
+from abaw_lightning.inference.detection import (
+    MARGIN,
+    Detection,
+    Detector,
+    HaarDetector,
+    as_detections,
+    crop_face,
+)
 from abaw_lightning.inference.media import read_rgb, read_video, video_info
 from abaw_lightning.inference.progress import progress_bar
+from abaw_lightning.inference.tracking import MAX_GAP, FaceTracker, nearest
 from abaw_lightning.losses import va_expectation
 from abaw_lightning.models import MultitaskCNN, TemporalModel
 from abaw_lightning.models.heads import HEAD_FEATURES
@@ -27,7 +36,10 @@ from abaw_lightning.stages.extract import HEADS
 PREDICTION_COLUMNS = [*EXPR_CLASSES, "expression", "valence", "arousal"]
 """The 7 expression probabilities, the most probable class, valence and arousal in [-1, 1]."""
 BOX_COLUMNS = ["face", "x", "y", "w", "h"]
-"""Whether a face was found, and its detected box (x, y, width, height) in pixels."""
+"""Whether a face was detected in this row's frame, and its box (x, y, width, height) in pixels."""
+FACE_COLUMNS = ["face_id", *BOX_COLUMNS, "score", "filled"]
+"""The face track, its detection, the detector's score, and whether the row's predictions were
+filled from the track's nearest detected frame (the face was not detected in this frame)."""
 
 
 def _empty_outputs() -> dict[str, np.ndarray]:
@@ -75,6 +87,66 @@ def box_table(boxes: Sequence[tuple[int, int, int, int] | None]) -> pd.DataFrame
     return table
 
 
+class _TrackRows:
+    """The rows of a faces table, gathered track by track, then sorted by frame and face_id."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.face_ids: list[np.ndarray] = []
+        self.found: list[Detection | None] = []
+        self.filled: list[np.ndarray] = []
+        self.probs: list[np.ndarray] = []
+        self.va: list[np.ndarray] = []
+
+    def add(
+        self,
+        frames: np.ndarray,
+        face_id: int,
+        found: list[Detection | None],
+        filled: np.ndarray,
+        probs: np.ndarray,
+        va: np.ndarray,
+    ) -> None:
+        """One track: its frames, detections (None where filled) and predictions."""
+        self.frames.append(np.asarray(frames, dtype=np.int64))
+        self.face_ids.append(np.full(len(frames), face_id, dtype=np.int64))
+        self.found += found
+        self.filled.append(np.asarray(filled, dtype=bool))
+        self.probs.append(np.asarray(probs, dtype=np.float64))
+        self.va.append(np.asarray(va, dtype=np.float64))
+
+    def add_empty(self, frames: np.ndarray) -> None:
+        """Frames without any face: a row each, no face_id, empty predictions."""
+        n = len(frames)
+        self.add(
+            frames,
+            -1,
+            [None] * n,
+            np.zeros(n, bool),
+            np.full((n, NUM_EXPR), np.nan),
+            np.full((n, 2), np.nan),
+        )
+
+    def covered(self) -> np.ndarray:
+        """The frames that have a row."""
+        return np.concatenate([np.zeros(0, np.int64), *self.frames])
+
+    def table(self) -> pd.DataFrame:
+        """``frame``, FACE_COLUMNS, PREDICTION_COLUMNS, sorted by frame then face_id."""
+        frames, face_ids = np.concatenate(self.frames), np.concatenate(self.face_ids)
+        order = np.lexsort((face_ids, frames))
+        found = [self.found[i] for i in order]
+        present = face_ids[order] >= 0
+        table = pd.DataFrame({"frame": frames[order]})
+        table["face_id"] = pd.arrays.IntegerArray(face_ids[order], ~present)
+        table = pd.concat([table, box_table([None if f is None else f.box for f in found])], axis=1)
+        table["score"] = [np.nan if f is None else f.score for f in found]
+        table["filled"] = np.concatenate(self.filled)[order]
+        probs, va = np.concatenate(self.probs)[order], np.concatenate(self.va)[order]
+        predictions = prediction_table(present, probs[present], va[present])
+        return pd.concat([table, predictions], axis=1)
+
+
 def select_device(device: str | torch.device | None = None) -> torch.device:
     """The given torch device, or cuda when available else cpu; an unusable one is a UserError."""
     if device is None:
@@ -93,10 +165,11 @@ class Predictor:
 
     Face crops are resized and centre-cropped exactly as in validation (the checkpoint's
     ``image_size`` and ``resize``); full images and video frames first go through the detector,
-    whose first (most confident) box is cut as a square with `margin` added on each side. With a
-    GRU, a sequence (a video, an image folder, a list of crops) is cut into non-overlapping windows
-    of the checkpoint's ``window_length``, the last one end-aligned, so every frame is predicted
-    once.
+    whose `max_faces` most confident boxes (None: all) are cut as squares with `margin` added on
+    each side and followed across frames by a `FaceTracker` (`max_faces=1`: no tracking, the most
+    confident face of each frame is face 0). With a GRU, each sequence (a face track, a list of
+    crops) is cut into non-overlapping windows of the checkpoint's ``window_length``, the last one
+    end-aligned, so every frame is predicted once.
     """
 
     def __init__(
@@ -113,8 +186,16 @@ class Predictor:
         batch_size: int = 64,
         detector: Detector | None = None,
         margin: float = MARGIN,
+        max_faces: int | None = None,
+        max_gap: int = MAX_GAP,
         progress: bool = True,
     ) -> None:
+        if max_faces is not None and max_faces < 1:
+            raise UserError(
+                f"max_faces (--max-faces) must be 1 or more (None: all), not {max_faces}"
+            )
+        if max_gap < 0:
+            raise UserError(f"max_gap (--max-gap) must be 0 or more frames, not {max_gap}")
         self.device = select_device(device)
         self.cnn = cnn.eval().to(self.device)
         self.gru = None if gru is None else gru.eval().to(self.device)
@@ -126,6 +207,8 @@ class Predictor:
         self.batch_size = max(1, batch_size)
         self._detector = detector
         self.margin = margin
+        self.max_faces = max_faces
+        self.max_gap = max_gap
         self.progress = progress
 
     @classmethod
@@ -172,6 +255,26 @@ class Predictor:
             "features": features.float().cpu().numpy(),
         }
 
+    def _cnn_stream(
+        self, groups: Iterable[Sequence[np.ndarray]], total: int | None, description: str
+    ) -> dict[str, np.ndarray]:
+        """CNN outputs of every crop of a stream of groups (the faces of one frame), in order, in
+        batches; the progress bar counts groups."""
+        chunks, pending = [], []
+        with progress_bar(description, total, self.progress) as advance:
+            for group in groups:
+                for crop in group:
+                    pending.append(crop)
+                    if len(pending) == self.batch_size:
+                        chunks.append(self._cnn_batch(pending))
+                        pending = []
+                advance(1)
+            if pending:
+                chunks.append(self._cnn_batch(pending))
+        if not chunks:
+            return _empty_outputs()
+        return {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
+
     def cnn_outputs(
         self,
         crops: Iterable[np.ndarray | None],
@@ -183,21 +286,14 @@ class Predictor:
         Returns which items had a crop, and for those, in order: ``expr`` [M, 7] and ``va``
         [M, 40] logits and ``features`` [M, 2, 128] (EXPR then VA head feature).
         """
-        present, chunks, pending = [], [], []
-        with progress_bar(description, total, self.progress) as advance:
+        present: list[bool] = []
+
+        def groups() -> Iterator[list[np.ndarray]]:
             for crop in crops:
                 present.append(crop is not None)
-                if crop is not None:
-                    pending.append(crop)
-                if len(pending) == self.batch_size:
-                    chunks.append(self._cnn_batch(pending))
-                    pending = []
-                advance(1)
-            if pending:
-                chunks.append(self._cnn_batch(pending))
-        outputs = _empty_outputs()
-        if chunks:
-            outputs = {key: np.concatenate([c[key] for c in chunks]) for key in outputs}
+                yield [] if crop is None else [crop]
+
+        outputs = self._cnn_stream(groups(), total, description)
         return np.asarray(present, dtype=bool), outputs
 
     @torch.inference_mode()
@@ -253,39 +349,67 @@ class Predictor:
         table.insert(0, "frame", np.arange(len(table)))
         return table
 
-    def _detected(self, images: Iterable[np.ndarray], boxes: list) -> Iterable[np.ndarray | None]:
-        """The face crop of each image (None without a face); the chosen boxes go to `boxes`."""
-        for image in images:
-            box = main_face(self.detector(image))
-            boxes.append(box)
-            yield None if box is None else crop_face(image, box, self.margin)
+    def _detect(
+        self, images: Iterable[np.ndarray], frames: list[list[tuple[int, Detection]]]
+    ) -> Iterator[list[np.ndarray]]:
+        """The face crops of each image, at most `max_faces`, most confident first; each frame's
+        (face_id, detection) pairs go to `frames`."""
+        tracker = None if self.max_faces == 1 else FaceTracker(max_gap=self.max_gap)
+        for frame, image in enumerate(images):
+            faces = as_detections(self.detector(image))[: self.max_faces]
+            if tracker is None:
+                ids = [0] * len(faces)
+            else:
+                ids = tracker.update(frame, [face.box for face in faces])
+            frames.append(list(zip(ids, faces, strict=True)))
+            yield [crop_face(image, face.box, self.margin) for face in faces]
 
     def _faces_table(
         self, images: Iterable[np.ndarray], total: int | None, label: str, temporal: bool | None
     ) -> pd.DataFrame:
-        boxes: list = []
-        present, outputs = self.cnn_outputs(self._detected(images, boxes), total, label)
-        table = prediction_table(present, *self.decode(outputs, temporal))
-        return pd.concat([box_table(boxes), table], axis=1)
+        """``frame``, FACE_COLUMNS and PREDICTION_COLUMNS: a row per face track and frame from
+        its first to its last detection (gaps filled from the nearest detected frame, except with
+        `max_faces=1`), and an empty row for each frame without any."""
+        frames: list[list[tuple[int, Detection]]] = []
+        outputs = self._cnn_stream(self._detect(images, frames), total, label)
+        faces = [(frame, *found) for frame, per_frame in enumerate(frames) for found in per_frame]
+        face_frames = np.array([frame for frame, _, _ in faces], dtype=np.int64)
+        face_ids = np.array([face_id for _, face_id, _ in faces], dtype=np.int64)
+        rows = _TrackRows()
+        for face_id in np.unique(face_ids):
+            indices = np.flatnonzero(face_ids == face_id)
+            detected = face_frames[indices]
+            if self.max_faces == 1:
+                span, pick = detected, indices
+            else:
+                span = np.arange(detected[0], detected[-1] + 1)
+                pick = indices[nearest(detected - detected[0] + 1, len(span))]
+            probs, va = self.decode({key: value[pick] for key, value in outputs.items()}, temporal)
+            filled = ~np.isin(span, detected)
+            found = [
+                None if gap else faces[index][2] for gap, index in zip(filled, pick, strict=True)
+            ]
+            rows.add(span, face_id, found, filled, probs, va)
+        rows.add_empty(np.setdiff1d(np.arange(len(frames)), rows.covered()))
+        return rows.table()
 
     def predict_video(self, path: str | Path, temporal: bool | None = None) -> pd.DataFrame:
-        """One row per video frame: ``frame`` (0-based), ``time`` (s), BOX_COLUMNS, then
-        PREDICTION_COLUMNS (empty without a face). With a GRU, it runs over the frames with a
-        face, in order."""
+        """Rows by frame and face: ``frame`` (0-based), ``time`` (s), FACE_COLUMNS, then
+        PREDICTION_COLUMNS (empty in a frame without a face). With a GRU, it runs over each face
+        track (with `max_faces=1`: over the frames with a face), in order."""
         path = Path(path)
         info = video_info(path)
         table = self._faces_table(read_video(path), info.frames or None, path.name, temporal)
-        frames = np.arange(len(table))
-        table.insert(0, "frame", frames)
-        table.insert(1, "time", frames / info.fps if info.fps else np.nan)
+        table.insert(1, "time", table["frame"] / info.fps if info.fps else np.nan)
         return table
 
     def predict_images(
         self, paths: Sequence[str | Path], temporal: bool | None = None
     ) -> pd.DataFrame:
-        """One row per readable image: ``frame`` (its position), ``image`` (file name),
-        BOX_COLUMNS, PREDICTION_COLUMNS. Unreadable files are left out and listed in
-        ``table.attrs["unreadable"]``; with a GRU the images are one sequence, in order."""
+        """Rows by readable image and face: ``frame`` (the image's position), ``image`` (file
+        name), FACE_COLUMNS, PREDICTION_COLUMNS. The images are one sequence: faces are tracked
+        across them and, with a GRU, each track is one sequence. Unreadable files are left out
+        and listed in ``table.attrs["unreadable"]``."""
         paths = [Path(p) for p in paths]
         if not paths:
             raise UserError("no images given")
@@ -305,7 +429,6 @@ class Predictor:
         table = self._faces_table(images(), len(paths), label, temporal)
         if not readable:
             raise UserError(f"none of the {len(paths)} images could be read (first: {paths[0]})")
-        table.insert(0, "frame", np.arange(len(table)))
-        table.insert(1, "image", [path.name for path in readable])
+        table.insert(1, "image", [readable[frame].name for frame in table["frame"]])
         table.attrs["unreadable"] = unreadable
         return table

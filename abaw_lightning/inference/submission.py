@@ -12,6 +12,7 @@ from abaw_lightning import EXPR_CLASSES
 from abaw_lightning.errors import UserError
 from abaw_lightning.inference.media import VIDEO_SUFFIXES, read_rgb, video_frame_count
 from abaw_lightning.inference.predictor import Predictor
+from abaw_lightning.inference.tracking import nearest
 
 TASKS = {"expr": "EXPR_Set", "va": "VA_Set"}
 """Task -> submission folder."""
@@ -78,18 +79,6 @@ def find_video(index: dict[str, Path], stem: str) -> Path | None:
         if stem.endswith(suffix) and stem[: -len(suffix)] in index:
             return index[stem[: -len(suffix)]]
     return None
-
-
-def nearest(predicted: np.ndarray, total: int) -> np.ndarray:
-    """For frames 1..total, the position in sorted `predicted` frame numbers of the nearest one
-    (the earlier one on a tie)."""
-    if len(predicted) == 1:
-        return np.zeros(total, dtype=np.int64)
-    frames = np.arange(1, total + 1)
-    after = np.searchsorted(predicted, frames).clip(1, len(predicted) - 1)
-    before = after - 1
-    closer_after = (predicted[after] - frames) < (frames - predicted[before])
-    return np.where(closer_after, after, before)
 
 
 def submission_text(task: str, values: np.ndarray) -> str:
