@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from abaw_lightning.errors import UserError
 
@@ -14,7 +15,9 @@ COMMANDS = {
     "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
     "prepare": ("abaw_lightning.data.prepare", "build the training parts from the real datasets"),
     "demo": ("abaw_lightning.demo", "synthetic data -> prepare -> the four stages -> a table"),
+    "plan": ("abaw_lightning.store.plan_command", "what abaw-train would train, resume, reuse"),
     "report": ("abaw_lightning.report.command", "mean +/- std over seeds: table and plots"),
+    "runs": ("abaw_lightning.store.runs_command", "the stage store: disk use, dropping caches"),
     "predict": ("abaw_lightning.predict", "test submissions, or per-frame CSVs of videos/images"),
     "export": ("abaw_lightning.export", "the CNN (and GRU) as ONNX or TorchScript, verified"),
 }
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(str(error))}", highlight=False
+        )
         return 2
 
 

@@ -69,8 +69,8 @@ def results_table(results: dict[str, dict]) -> Table:
 def run(args: argparse.Namespace) -> int:
     from hydra import compose, initialize_config_dir
 
+    from abaw_lightning.configs import CONFIG_DIR
     from abaw_lightning.pipeline import run_pipeline
-    from abaw_lightning.train import CONFIG_DIR
 
     started = time.monotonic()
     prepared = synthesize_and_prepare(args.out, args.seed, args.scale)

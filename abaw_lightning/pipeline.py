@@ -34,7 +34,7 @@ from abaw_lightning.store.runs import RunDir, write_json, write_view
 from abaw_lightning.store.views import view_name
 from abaw_lightning.validation import predict_validation, write_predictions
 
-console = Console()
+console = Console(soft_wrap=True)
 MONITOR = "val/total"
 FEATURE_TABLES = ("train_expr", "train_va", "val_expr", "val_va")
 """The Aff-Wild2 tables whose frames the GRU stages read."""
@@ -54,9 +54,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
     print_plan(plan, console)
     overrides = job_overrides()
     view = Path(cfg.runs_dir) / view_name(cfg.experiment_name, overrides) / f"seed_{cfg.seed}"
-    blocked = write_view(
-        view, cfg.experiment_name, cfg.seed, overrides, {run.name: run.dir for run in plan.steps}
-    )
+    stages = {run.name: (run.dir, run.variant) for run in plan.steps}
+    blocked = write_view(view, cfg.experiment_name, cfg.seed, overrides, stages)
     for path in blocked:
         console.print(
             f"[yellow]{path} is a folder of the previous runs layout[/]: it is left as it is and "

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from abaw_lightning.train import CONFIG_DIR
+from abaw_lightning.configs import CONFIG_DIR
 
 TINY = [
     "data.image_size=32",

@@ -22,9 +22,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from prepared_data import write_prepared
 
+from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.metrics import ccc, expr_score
 from abaw_lightning.report import load_runs, summary
-from abaw_lightning.train import CONFIG_DIR
 
 TINY = [
     "data.image_size=32",
@@ -67,15 +67,24 @@ def run_ok(command: list[str]) -> str:
     return done.stdout + done.stderr
 
 
+def stage_dir(runs: Path, experiment: str, seed: int, stage: str = "cnn_teacher") -> Path:
+    """The run an experiment's seed uses for a stage, through its view (named by the sweep's
+    overrides, e.g. demo+<hash>, so found by the experiment recorded in view.json)."""
+    (view,) = [
+        path.parent
+        for path in runs.glob(f"{experiment}*/seed_{seed}/view.json")
+        if json.loads(path.read_text())["experiment"] == experiment
+    ]
+    return view / stage
+
+
 def metrics(runs: Path, experiment: str, seed: int) -> dict:
-    return json.loads(
-        (runs / experiment / f"seed_{seed}" / "cnn_teacher" / "metrics.json").read_text()
-    )
+    return json.loads((stage_dir(runs, experiment, seed) / "metrics.json").read_text())
 
 
-def recomputed(stage_dir: Path) -> dict[str, float]:
+def recomputed(run: Path) -> dict[str, float]:
     """The ABAW metrics recomputed from val_predictions.parquet."""
-    frame = pd.read_parquet(stage_dir / "val_predictions.parquet")
+    frame = pd.read_parquet(run / "val_predictions.parquet")
     expr = frame[(frame["set"] == "expr") & (frame["expr_true"] >= 0)]
     scores = expr_score(
         torch.tensor(expr["expr_pred"].to_numpy()).long(),
@@ -95,23 +104,24 @@ def recomputed(stage_dir: Path) -> dict[str, float]:
     } | cccs
 
 
-def wandb_times(stage_dir: Path) -> tuple[str, str]:
+def wandb_times(run: Path) -> tuple[str, str]:
     """(first, "finishing run") timestamps of the stage's latest W&B run, from its debug.log."""
-    run_id = (stage_dir / "wandb_id").read_text().strip()
-    log = sorted(stage_dir.glob(f"wandb/offline-run-*-{run_id}/logs/debug.log"))[-1]
+    run_id = (run / "wandb_id").read_text().strip()
+    log = sorted(run.glob(f"wandb/offline-run-*-{run_id}/logs/debug.log"))[-1]
     lines = log.read_text().splitlines()
     finish = [line for line in lines if f"finishing run abaw-lightning/{run_id}" in line]
     assert finish, f"{log} has no finish record"
     return lines[0][:23], finish[0][:23]
 
 
-def kill_when(process: subprocess.Popen, path: Path) -> None:
+def kill_when(process: subprocess.Popen, folder: Path, pattern: str) -> None:
+    """SIGKILL ``process`` as soon as a file matching ``pattern`` appears under ``folder``."""
     deadline = time.monotonic() + 300
-    while not path.is_file() and process.poll() is None and time.monotonic() < deadline:
+    while not list(folder.glob(pattern)) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert path.is_file(), process.stderr.read().decode()[-3000:]
+    assert list(folder.glob(pattern)), process.stderr.read().decode()[-3000:]
 
 
 def test_interrupted_sweep_over_experiments_and_seeds_reruns_then_reports(prepared, tmp_path):
@@ -127,8 +137,8 @@ def test_interrupted_sweep_over_experiments_and_seeds_reruns_then_reports(prepar
         "checkpoint_every_n_steps=1",
     )
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    kill_when(process, runs / "demo" / "seed_1" / "cnn_teacher" / "checkpoints" / "last.ckpt")
-    finished = runs / "demo" / "seed_0" / "cnn_teacher" / "metrics.json"
+    kill_when(process, runs, "demo*/seed_1/cnn_teacher/checkpoints/last.ckpt")
+    finished = stage_dir(runs, "demo", 0) / "metrics.json"
     stamp = finished.stat().st_mtime_ns
     interrupted = load_runs(runs)
     assert interrupted[["seed", "status"]].values.tolist() == [[0, "complete"], [1, "interrupted"]]
@@ -145,19 +155,19 @@ def test_interrupted_sweep_over_experiments_and_seeds_reruns_then_reports(prepar
         "2_paper_teacher_2task_seed_0",
         "3_paper_teacher_2task_seed_1",
     ]
-    order = [runs / e / f"seed_{s}" / "cnn_teacher" for e in experiments for s in (0, 1)]
-    times = [wandb_times(stage_dir) for stage_dir in order[1:]]  # the jobs that trained now
+    order = [stage_dir(runs, e, s) for e in experiments for s in (0, 1)]
+    times = [wandb_times(run) for run in order[1:]]  # the jobs that trained now
     for (_, finished_at), (started_at, _) in itertools.pairwise(times):
         assert finished_at <= started_at  # each job finished its W&B run before the next began
-    for stage_dir in order:
-        saved = json.loads((stage_dir / "metrics.json").read_text())
+    for run in order:
+        saved = json.loads((run / "metrics.json").read_text())
         assert saved["epochs"] == 1
-        for name, value in recomputed(stage_dir).items():
-            assert value == pytest.approx(saved["best"][f"val/{name}"], abs=2e-6), (stage_dir, name)
-    table = summary(load_runs(runs)).set_index(["experiment", "stage"])
-    assert list(table.index) == [(e, "cnn_teacher") for e in experiments]
+        for name, value in recomputed(run).items():
+            assert value == pytest.approx(saved["best"][f"val/{name}"], abs=2e-6), (run, name)
+    table = summary(load_runs(runs)).set_index("row")
+    assert list(table.index) == [f"{e}/cnn_teacher" for e in experiments]
     for experiment in experiments:
-        row = table.loc[(experiment, "cnn_teacher")]
+        row = table.loc[f"{experiment}/cnn_teacher"]
         assert (row["n"], row["seeds"], row["incomplete"]) == (2, [0, 1], [])
         for name in METRICS:
             values = [metrics(runs, experiment, seed)["best"][f"val/{name}"] for seed in (0, 1)]
@@ -182,12 +192,12 @@ def test_ddp_spawn_two_cpu_processes_train_and_record(prepared, tmp_path):
         )
     )
     assert "distributed_backend=gloo" in output or "Starting with 2 processes" in output
-    stage_dir = runs / "demo" / "seed_0" / "cnn_teacher"
-    saved = json.loads((stage_dir / "metrics.json").read_text())
+    run = stage_dir(runs, "demo", 0)
+    saved = json.loads((run / "metrics.json").read_text())
     assert saved["epochs"] == 1
     assert saved["global_step"] == 2  # limit_train_batches per process
     assert [entry["epoch"] for entry in saved["history"]] == [0]
-    for name, value in recomputed(stage_dir).items():  # 24 frames split evenly: no padding
+    for name, value in recomputed(run).items():  # 24 frames split evenly: no padding
         assert value == pytest.approx(saved["best"][f"val/{name}"], abs=2e-6), name
 
 

@@ -18,6 +18,7 @@ from abaw_lightning import cli, report
 from abaw_lightning.data.windows import WindowDataset, eval_windows
 from abaw_lightning.errors import UserError
 from abaw_lightning.report.plots import confusion_counts
+from abaw_lightning.store.runs import RunDir, write_view
 from abaw_lightning.validation import frame_images
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "results.ipynb"
@@ -44,28 +45,58 @@ def best_record(f1: float, acc: float, ccc_v: float, ccc_a: float, epoch: int = 
     }
 
 
-def write_stage(
-    seed_dir: Path, stage: str, config: str, values: tuple | None, predictions=None
-) -> Path:
-    """One stage folder as the pipeline writes it; `values=None`: interrupted (last.ckpt only)."""
-    root = seed_dir / stage
-    (root / "checkpoints").mkdir(parents=True)
-    (root / "config.yaml").write_text(config)
-    (root / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+TEACHER_SETTINGS = {"stage": {"datamodule": {"parts": ["expr", "va", "expr_va"], "seed": 0}}}
+
+
+def student_settings(shared: bool, lam: float = 0.6) -> dict:
+    distillation = {"lam": lam, "shared_annotations": shared}
+    return {"stage": {"module": {"distillation": distillation}, "datamodule": {"seed": 0}}}
+
+
+def write_run(
+    runs: Path,
+    kind: str,
+    key: str,
+    settings: dict,
+    data_root: Path,
+    values: tuple | None,
+    predictions=None,
+    variant: str | None = None,
+    builds_on: dict | None = None,
+) -> RunDir:
+    """One store run as the pipeline writes it; `values=None`: interrupted (last.ckpt only)."""
+    run = RunDir(runs / "store" / kind / key)
+    run.checkpoints.mkdir(parents=True)
+    identity = {
+        "key": key,
+        "variant": variant or f"v-{kind}",
+        "kind": kind,
+        "data": "d1",
+        "settings": settings,
+        "builds_on": builds_on or {},
+    }
+    run.identity.write_text(json.dumps(identity))
+    run.config.write_text(f"data:\n  root: {data_root}\n")
+    run.last.write_bytes(b"checkpoint")
     if values is not None:
         history = [best_record(*(v * 0.5 for v in values), epoch=0), best_record(*values)]
         record = {
             "best": history[1],
-            "best_checkpoint": str(root / "checkpoints" / "best.ckpt"),
+            "best_checkpoint": "checkpoints/best.ckpt",
             "epochs": 2,
             "global_step": 20,
             "wall_seconds": 12.5,
             "history": history,
         }
-        (root / "metrics.json").write_text(json.dumps(record, indent=2))
+        run.metrics.write_text(json.dumps(record, indent=2))
     if predictions is not None:
-        predictions.to_parquet(root / "val_predictions.parquet", index=False)
-    return root
+        predictions.to_parquet(run.predictions, index=False)
+    return run
+
+
+def view(runs: Path, name: str, seed: int, stages: dict[str, RunDir], experiment: str = "") -> None:
+    entries = {stage: (run, f"v-{run.kind}") for stage, run in stages.items()}
+    write_view(runs / name / f"seed_{seed}", experiment or name, seed, [], entries)
 
 
 def predictions_table() -> pd.DataFrame:
@@ -81,13 +112,6 @@ def predictions_table() -> pd.DataFrame:
             "valence_pred": np.array([0.1] * 4 + [0.4, -0.1, 0.0], np.float32),
             "arousal_pred": np.array([0.1] * 4 + [0.2, 0.1, -0.3], np.float32),
         }
-    )
-
-
-def config_yaml(root: Path, parts: str = "[expr, va, expr_va]", shared: str = "true") -> str:
-    return (
-        f"data:\n  root: {root}\n  parts: {parts}\n"
-        f"stages:\n  cnn_student:\n    module:\n      shared_annotations: {shared}\n"
     )
 
 
@@ -110,22 +134,29 @@ def runs(tmp_path) -> Path:
     real = prepared_folder(tmp_path / "real", synthetic=False)
     synth = prepared_folder(tmp_path / "synth", synthetic=True)
     runs = tmp_path / "runs"
-    for seed, values in TEACHER.items():
-        write_stage(
-            runs / "paper_x" / f"seed_{seed}",
-            "cnn_teacher",
-            config_yaml(real),
-            values,
-            predictions_table(),
+    for seed in range(4):
+        values = TEACHER.get(seed)
+        teacher = write_run(
+            runs, "cnn_teacher", f"t{seed}", TEACHER_SETTINGS, real, values, predictions_table()
         )
-    write_stage(runs / "paper_x" / "seed_3", "cnn_teacher", config_yaml(real), None)
-    for seed, values in STUDENT.items():
-        config = config_yaml(real, shared="false")
-        write_stage(runs / "paper_x" / f"seed_{seed}", "cnn_student", config, values)
-    broken = write_stage(runs / "paper_x" / "seed_2", "cnn_student", config_yaml(real), None)
-    (broken / "metrics.json").write_text("{ not json")
-    (runs / "paper_x" / "seed_0" / "features").mkdir()  # the GRU feature cache: not a stage
-    write_stage(runs / "synth_y" / "seed_0", "cnn_teacher", config_yaml(synth), TEACHER[0])
+        stages = {"cnn_teacher": teacher}
+        if seed in STUDENT:
+            stages["cnn_student"] = write_run(
+                runs, "cnn_student", f"s{seed}", student_settings(False), real, STUDENT[seed]
+            )
+        elif seed == 2:
+            broken = write_run(runs, "cnn_student", "s2", student_settings(False), real, None)
+            broken.metrics.write_text("{ not json")
+            stages["cnn_student"] = broken
+        else:
+            stages["cnn_student"] = RunDir(runs / "store" / "cnn_student" / "s3")  # not started
+        view(runs, "paper_x", seed, stages)
+    view(
+        runs,
+        "synth_y",
+        0,
+        {"cnn_teacher": write_run(runs, "cnn_teacher", "y0", TEACHER_SETTINGS, synth, TEACHER[0])},
+    )
     (runs / "multirun" / "2026-01-01_00-00-00" / "0_synth_y_seed_0").mkdir(parents=True)
     return runs
 
@@ -205,7 +236,10 @@ def test_cli_prints_json_csv_and_markdown(runs, capsys):
     assert records[2]["expr_f1_std"] is None and records[2]["paper_expr"] is None
     assert cli.main(["report", str(runs), "--format", "csv"]) == 0
     csv = capsys.readouterr().out.splitlines()
-    assert csv[1].startswith("paper_x,cnn_teacher,3,0 1 2,seed 3: interrupted,abaw2021,")
+    assert csv[0].startswith("row,experiment,variant,stage,n,seeds,incomplete,data,")
+    assert csv[1].startswith(
+        "paper_x/cnn_teacher,paper_x,,cnn_teacher,3,0 1 2,seed 3: interrupted,"
+    )
     assert cli.main(["report", str(runs / "paper_x"), "--format", "md"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| experiment | stage | n | EXPR | Valence | Arousal | F1 |")
@@ -236,9 +270,9 @@ def test_cli_out_writes_the_table_and_png_plots(runs, tmp_path, capsys):
 
 def test_best_seed_history_and_confusion_counts(runs):
     frame = report.load_runs(runs)
-    assert report.best_seed(frame, "paper_x", "cnn_teacher") == 2
+    assert report.best_seed(frame, "paper_x/cnn_teacher") == 2
     history = report.load_history(frame)
-    teacher = history[(history["experiment"] == "paper_x") & (history["stage"] == "cnn_teacher")]
+    teacher = history[history["row"] == "paper_x/cnn_teacher"]
     assert teacher[["seed", "epoch"]].values.tolist() == [
         [0, 0],
         [0, 1],
@@ -248,7 +282,7 @@ def test_best_seed_history_and_confusion_counts(runs):
         [2, 1],
     ]
     assert teacher["ccc_v"].tolist() == pytest.approx([0.2, 0.4, 0.225, 0.45, 0.25, 0.5])
-    counts = confusion_counts(report.load_predictions(frame, "paper_x", "cnn_teacher", 2))
+    counts = confusion_counts(report.load_predictions(frame, "paper_x/cnn_teacher", 2))
     expected = np.zeros((7, 7), np.int64)
     expected[0, 0], expected[4, 4], expected[4, 5] = 1, 1, 1
     np.testing.assert_array_equal(counts, expected)
@@ -290,3 +324,68 @@ def test_notebook_executes_on_a_runs_folder(runs, monkeypatch):
     assert len(images) == 1 + 3 + 2  # distributions; curves per stage; teacher's two plots
     tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "0.516 ± 0.050" in tables and "seed 3: interrupted" in tables
+
+
+def sweep_runs(runs: Path, real: Path) -> None:
+    """A lam sweep as `abaw-train -m ... lam=0.3,0.9 seed=0,1` leaves it: one teacher per seed
+    shared by both views, one student per value and seed."""
+    for seed in (0, 1):
+        teacher = write_run(runs, "cnn_teacher", f"st{seed}", TEACHER_SETTINGS, real, TEACHER[seed])
+        for lam in (0.3, 0.9):
+            values = tuple(v + lam / 10 for v in STUDENT[seed])
+            student = write_run(
+                runs,
+                "cnn_student",
+                f"s{lam}-{seed}",
+                student_settings(True, lam),
+                real,
+                values,
+                variant=f"lam{lam}",
+                builds_on={"teacher": {"kind": "cnn_teacher", "key": f"st{seed}"}},
+            )
+            stages = {
+                "cnn_teacher": (teacher, "v-cnn_teacher"),
+                "cnn_student": (student, f"lam{lam}"),
+            }
+            write_view(runs / f"sweep+lam={lam}" / f"seed_{seed}", "sweep", seed, [], stages)
+
+
+def test_sweep_variants_are_rows_named_by_what_differs(tmp_path):
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    runs = tmp_path / "runs"
+    sweep_runs(runs, real)
+    table = report.summary(report.load_runs(runs))
+    assert table[["row", "n"]].values.tolist() == [
+        ["sweep/cnn_teacher", 2],  # shared by both variants: one row, each seed once
+        ["sweep/cnn_student[lam=0.3]", 2],
+        ["sweep/cnn_student[lam=0.9]", 2],
+    ]
+    assert table["variant"].tolist() == ["", "lam=0.3", "lam=0.9"]
+    assert table.loc[1, "expr_f1_mean"] == pytest.approx(0.51 + 0.03)
+
+
+def test_paired_comparison_equals_scipy_and_a_hand_computed_interval(tmp_path, capsys):
+    from scipy import stats
+
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    runs = tmp_path / "runs"
+    sweep_runs(runs, real)
+    frame = report.load_runs(runs)
+    a, b = "sweep/cnn_teacher", "sweep/cnn_student[lam=0.9]"
+    table = report.compare(frame, a, b).set_index("metric")
+    # ccc_v per seed: teacher 0.40, 0.45; student (lam 0.9) 0.59, 0.53 -> differences 0.19, 0.08
+    d = np.array([0.19, 0.08])
+    row = table.loc["ccc_v"]
+    assert row["n"] == 2 and row["seeds"] == [0, 1]
+    assert row["difference"] == pytest.approx(0.135)
+    half = 12.706204736174707 * d.std(ddof=1) / math.sqrt(2)  # t(0.975, df=1), by hand
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.135 - half, 0.135 + half))
+    expected = stats.ttest_rel([0.59, 0.53], [0.40, 0.45]).pvalue
+    assert row["p_value"] == pytest.approx(expected)
+    t = 0.135 / (d.std(ddof=1) / math.sqrt(2))  # the paired t statistic, by hand
+    assert row["p_value"] == pytest.approx(2 * stats.t.sf(t, 1))
+    assert cli.main(["report", str(runs), "--compare", a, b, "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[0].startswith("metric,a,b,a_mean,b_mean,difference,ci_low,ci_high,p_value,n")
+    assert cli.main(["report", str(runs), "--compare", a, "sweep/nothing"]) == 2
+    assert "rows are: sweep/cnn_student[lam=0.3]" in capsys.readouterr().err

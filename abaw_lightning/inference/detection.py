@@ -11,7 +11,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from abaw_lightning.data.crops import CROP_SIZE, crop
+from abaw_lightning.data.crops import Square, crop
 from abaw_lightning.errors import UserError
 
 Box = tuple[int, int, int, int]
@@ -107,15 +107,15 @@ class HaarDetector:
         return as_detections([*box, score] for box, score in zip(boxes, scores, strict=True))
 
 
-def square_box(box: Box, margin: float = MARGIN) -> tuple[float, float, float, float]:
-    """(top, left, right, bottom): the square on `box`'s centre, `margin` of its side added."""
+def face_square(box: Box, margin: float = MARGIN) -> Square:
+    """The square on `box`'s centre (pixel-centre coordinates), `margin` of its side added."""
     x, y, width, height = box
-    half = max(width, height) * (1 + 2 * margin) / 2
-    cx, cy = x + width / 2, y + height / 2
-    return (cy - half, cx - half, cx + half, cy + half)
+    side = max(width, height) * (1 + 2 * margin)
+    return Square(x + (width - 1) / 2, y + (height - 1) / 2, float(side))
 
 
 def crop_face(image: np.ndarray, box: Box, margin: float = MARGIN) -> np.ndarray:
-    """The 112x112 face crop of an RGB image (black where the square leaves the image), as the
-    training crops were cut from ExpW and AffectNet boxes."""
-    return crop(image, "box", square_box(box, margin), CROP_SIZE)
+    """The face crop of an image (black where the square leaves the image), cut and stored as
+    the training crops of ExpW and AffectNet: at the face's own resolution, at least the
+    training resize, so that the validation transform only downsamples."""
+    return crop(image, face_square(box, margin))

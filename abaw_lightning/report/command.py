@@ -1,5 +1,5 @@
-"""`abaw report RUNS_DIR`: the mean +/- std table over seeds on the terminal, and with `--out`
-the table file and the PNG figures."""
+"""`abaw report RUNS_DIR`: the mean +/- std table over seeds on the terminal, with `--out` the
+table file and the PNG figures, and with `--compare A B` the paired comparison of two rows."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 from rich.console import Console
+from rich.markup import escape
 
 from abaw_lightning.report import plots
+from abaw_lightning.report.compare import COMPARISON_FORMATS, compare, comparison_table
 from abaw_lightning.report.runs import (
     PREDICTIONS,
     best_seed,
@@ -36,12 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="table format of --out (default md); without --out, print the table in it",
     )
     parser.add_argument("--out", type=Path, default=None, help="write the table and PNG plots here")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="paired comparison over seeds of two rows, named as in the table: "
+        "EXPERIMENT/STAGE or EXPERIMENT/STAGE[VARIANT]",
+    )
 
 
 def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path
+
+
+def row_folder(row: str) -> Path:
+    """``experiment/stage[lam=0.3]`` -> experiment/stage/lam=0.3 (the figures' folder)."""
+    name, _, variant = row.partition("[")
+    return Path(name) / variant.rstrip("]") if variant else Path(name)
 
 
 def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
@@ -52,22 +67,21 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     table_path.write_text(FORMATS[fmt](summary(runs)))
     written = [table_path, _save(plots.metric_distributions(runs), out / "distributions.png")]
     history = load_history(runs)
-    for (experiment, stage), group in runs.groupby(["experiment", "stage"], sort=False):
-        folder = out / experiment / stage
-        curves = history[(history["experiment"] == experiment) & (history["stage"] == stage)]
+    for row, group in runs.groupby("row", sort=False):
+        folder = out / row_folder(row)
+        curves = history[history["row"] == row]
         if not curves.empty:
-            title = f"{experiment}/{stage}"
-            written.append(_save(plots.validation_curves(curves, title), folder / "curves.png"))
-        seed = best_seed(group, experiment, stage)
-        frame = None if seed is None else load_predictions(group, experiment, stage, seed)
+            written.append(_save(plots.validation_curves(curves, row), folder / "curves.png"))
+        seed = best_seed(group, row)
+        frame = None if seed is None else load_predictions(group, row, seed)
         if frame is None:
             if seed is not None:
                 console.print(
-                    f"[yellow]{experiment}/{stage} seed {seed} has no {PREDICTIONS}[/]: "
+                    f"[yellow]{escape(row)} seed {seed} has no {PREDICTIONS}[/]: "
                     "no confusion matrix or VA density for it"
                 )
             continue
-        title = f"{experiment}/{stage} seed {seed}"
+        title = f"{row} seed {seed}"
         written.append(_save(plots.confusion_matrix(frame, title), folder / "confusion.png"))
         written.append(_save(plots.va_density(frame, title), folder / "va_density.png"))
     return written
@@ -75,14 +89,23 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     runs = load_runs(args.runs_dir)
+    if args.compare:
+        comparison = compare(runs, *args.compare)
+        if args.format is not None:
+            print(COMPARISON_FORMATS[args.format](comparison), end="")
+        else:
+            console.print(comparison_table(comparison))
+        return 0
     table = summary(runs)
     if args.out is None and args.format is not None:
         print(FORMATS[args.format](table), end="")
         return 0
-    title = f"{args.runs_dir}: best validation metrics, mean ± std over seeds (Aff-Wild2 val)"
+    title = escape(
+        f"{args.runs_dir}: best validation metrics, mean ± std over seeds (Aff-Wild2 val)"
+    )
     console.print(rich_table(table, title))
     for run_ in runs[~runs["complete"]].itertuples():
-        where = f"{run_.experiment}/{run_.stage} seed {run_.seed}"
+        where = escape(f"{run_.row} seed {run_.seed}")
         console.print(f"[yellow]not averaged[/]: {where}: {run_.status}", highlight=False)
     if args.out is not None:
         written = write_report(runs, args.out, args.format or "md")

@@ -16,10 +16,10 @@ CURVES = ("expr_score", "ccc_v", "ccc_a", "total")
 
 
 def metric_distributions(runs: pd.DataFrame) -> Figure:
-    """Box plot and the individual seeds of every metric, one box per experiment/stage."""
+    """Box plot and the individual seeds of every metric, one box per report row."""
     done = runs[runs["complete"]]
-    groups = list(done.groupby(["experiment", "stage"], sort=False))
-    labels = [f"{experiment}\n{stage}" for (experiment, stage), _ in groups]
+    groups = list(done.groupby("row", sort=False))
+    labels = [row.replace("/", "\n", 1) for row, _ in groups]
     figure = Figure(figsize=(min(40.0, max(9.0, 1.8 * len(groups))), 10), layout="constrained")
     axes = figure.subplots(3, 2, sharex=True).ravel()
     jitter = np.random.default_rng(0)

@@ -1,5 +1,13 @@
-"""Reading a runs directory: one row per (experiment, stage, seed), validation histories, and
-per-frame validation predictions; where the training data came from decides the paper column."""
+"""Reading a runs directory through its views: one row per (experiment, variant, stage, seed),
+validation histories, and per-frame validation predictions; where the training data came from
+decides the paper column.
+
+A *variant* is what tells the runs of one experiment's stage apart besides the seed (a sweep's
+``lam=0.3`` and ``lam=0.9``): runs share a variant when their keys differ only in the seed, and the
+variant's label is the settings in which it differs from its siblings, read from the runs'
+``identity.json``. A report row is an experiment, a variant and a stage, e.g.
+``paper_student_sharing/cnn_student[lam=0.3]``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import json
 import re
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,8 +23,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.store.runs import VIEW, RunDir, read_view
 
-STAGE_ORDER = ("cnn_teacher", "cnn_student", "gru_teacher", "gru_student")
 METRICS = {
     "expr_score": "val/expr_score",
     "expr_f1": "val/expr_f1",
@@ -36,37 +45,52 @@ PAPER = {
 """The paper's EXPR score, CCC valence and CCC arousal (METHOD.md section 7, mean of 10 runs)."""
 SEED_DIR = re.compile(r"seed_(-?\d+)")
 PREDICTIONS = "val_predictions.parquet"
+COLUMNS = [
+    "row",
+    "experiment",
+    "variant",
+    "stage",
+    "seed",
+    "kind",
+    "key",
+    "status",
+    "complete",
+    "path",
+    "data",
+    "paper_row",
+    *METRICS,
+    "best_epoch",
+    "epochs",
+    "wall_seconds",
+]
 
 
 def _seed_dirs(folder: Path) -> dict[int, Path]:
     dirs = (p for p in folder.iterdir() if p.is_dir() and SEED_DIR.fullmatch(p.name))
-    return {int(SEED_DIR.fullmatch(p.name).group(1)): p for p in dirs}
+    return {int(SEED_DIR.fullmatch(p.name).group(1)): p for p in dirs if (p / VIEW).is_file()}
 
 
-def find_experiments(runs_dir: Path) -> dict[str, Path]:
-    """Experiment folders (those holding `seed_<s>` folders): `runs_dir` itself or its children."""
+def find_views(runs_dir: Path) -> list[Path]:
+    """Every view folder (``<experiment>/seed_<s>/`` with a view.json) under ``runs_dir``, which
+    is abaw-train's runs_dir or one experiment's folder in it."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist: pass the runs_dir of abaw-train")
-    if _seed_dirs(runs_dir):
-        return {runs_dir.resolve().name: runs_dir}
-    found = {p.name: p for p in sorted(runs_dir.iterdir()) if p.is_dir() and _seed_dirs(p)}
-    if not found:
+    own = _seed_dirs(runs_dir)
+    if own:
+        return [own[seed] for seed in sorted(own)]
+    views = [
+        seeds[seed]
+        for child in sorted(runs_dir.iterdir())
+        if child.is_dir() and (seeds := _seed_dirs(child))
+        for seed in sorted(seeds)
+    ]
+    if not views:
         raise UserError(
-            f"no experiment in {runs_dir}: expected <runs_dir>/<experiment>/seed_<s>/<stage>/ "
-            "folders as abaw-train writes them"
+            f"no experiment in {runs_dir}: expected <runs_dir>/<experiment>/seed_<s>/view.json "
+            "as abaw-train writes them"
         )
-    return found
-
-
-def _is_stage(folder: Path) -> bool:
-    return folder.is_dir() and any(
-        (folder / name).exists() for name in ("metrics.json", "config.yaml", "checkpoints")
-    )
-
-
-def _stage_key(stage: str) -> tuple[int, str]:
-    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
+    return views
 
 
 @cache
@@ -89,49 +113,60 @@ def data_source(root: str) -> str:
     return "unknown"
 
 
-def paper_row(stage: str, config: dict) -> str | None:
-    """The paper's table row that a stage with this resolved config reproduces."""
+def paper_row(kind: str, settings: dict) -> str | None:
+    """The paper's table row that a run of this kind and these identity settings reproduces."""
     try:
-        if stage == "cnn_teacher":
-            parts = set(config["data"]["parts"])
+        stage = settings["stage"]
+        if kind == "cnn_teacher":
+            parts = set(stage["datamodule"]["parts"])
             return {3: "teacher CNN, 3 tasks", 2: "teacher CNN, 2 tasks"}.get(len(parts))
-        if stage == "cnn_student":
-            shared = config["stages"]["cnn_student"]["module"]["shared_annotations"]
+        if kind == "cnn_student":
+            shared = stage["module"]["distillation"]["shared_annotations"]
             return "student CNN, sharing (Eq. 10)" if shared else "student CNN, no sharing (Eq. 9)"
     except (KeyError, TypeError):
         return None
-    return {"gru_teacher": "teacher CNN+GRU", "gru_student": "student CNN+GRU"}.get(stage)
+    return {"gru_teacher": "teacher CNN+GRU", "gru_student": "student CNN+GRU"}.get(kind)
 
 
-def _config(stage_dir: Path) -> dict:
-    path = stage_dir / "config.yaml"
+def _config_root(run: RunDir) -> str | None:
     try:
-        return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+        config = OmegaConf.to_container(OmegaConf.load(run.config)) if run.config.is_file() else {}
     except (OSError, ValueError, yaml.YAMLError):  # costs only the data and paper columns
+        return None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data.get("root") if isinstance(data, dict) else None
+
+
+def _identity(run: RunDir) -> dict:
+    try:
+        return json.loads(run.identity.read_text())
+    except (OSError, ValueError):
         return {}
 
 
-def _stage_row(experiment: str, stage: str, seed: int, stage_dir: Path) -> dict:
-    config = _config(stage_dir)
-    root = config.get("data", {}).get("root") if isinstance(config.get("data"), dict) else None
+def _run_row(experiment: str, stage: str, seed: int, run: RunDir, variant: str) -> dict:
+    identity = _identity(run)
+    root = _config_root(run)
     row = {
         "experiment": experiment,
         "stage": stage,
         "seed": seed,
+        "kind": run.kind,
+        "key": run.key,
+        "variant_key": variant,
         "status": "not started",
         "complete": False,
-        "path": str(stage_dir),
+        "path": str(run.root),
         "data": data_source(str(Path(root).resolve())) if root else "unknown",
-        "paper_row": paper_row(stage, config),
+        "paper_row": paper_row(run.kind, identity.get("settings", {})),
         **dict.fromkeys(METRICS, np.nan),
         "best_epoch": np.nan,
         "epochs": np.nan,
         "wall_seconds": np.nan,
     }
-    metrics = stage_dir / "metrics.json"
-    if metrics.is_file():
+    if run.metrics.is_file():
         try:
-            record = json.loads(metrics.read_text())
+            record = json.loads(run.metrics.read_text())
             best = record["best"]
             values = {name: float(best[key]) for name, key in METRICS.items()}
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -139,57 +174,158 @@ def _stage_row(experiment: str, stage: str, seed: int, stage_dir: Path) -> dict:
             return row
         row |= values | {"status": "complete", "complete": True, "best_epoch": best["epoch"]}
         row |= {"epochs": record.get("epochs"), "wall_seconds": record.get("wall_seconds")}
-    elif (stage_dir / "checkpoints" / "last.ckpt").is_file():
+    elif run.last.is_file():
         row["status"] = "interrupted"
-    elif stage_dir.is_dir():
+    elif run.root.is_dir():
         row["status"] = "started"
     return row
 
 
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {"a.b.c": leaf}; seeds are left out (they are not a variant)."""
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            if key != "seed":
+                flat |= _flat(value, f"{prefix}{key}.")
+        return flat
+    return {prefix[:-1]: json.dumps(node, sort_keys=True)}
+
+
+def _variant_settings(run: RunDir, depth: int = 0) -> dict[str, Any]:
+    """A run's identity settings, flattened, with those of the runs it builds on under their
+    role (``teacher.``), so a teacher setting tells the students' variants apart too."""
+    identity = _identity(run)
+    flat = _flat({"data": identity.get("data"), **identity.get("settings", {})})
+    for role, upstream in identity.get("builds_on", {}).items():
+        if depth < 5:
+            other = RunDir(run.root.parent.parent / upstream["kind"] / upstream["key"])
+            flat |= {f"{role}.{k}": v for k, v in _variant_settings(other, depth + 1).items()}
+    return flat
+
+
+def _short(path: str) -> str:
+    for prefix in ("stage.module.", "stage.datamodule.", "stage.", ""):
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    return path
+
+
+def variant_labels(representatives: dict[str, RunDir]) -> dict[str, str]:
+    """Label per variant key: the settings that differ among the variants, ``lam=0.3``, each
+    setting named by its last part unless two would read the same."""
+    if len(representatives) < 2:
+        return dict.fromkeys(representatives, "")
+    flats = {variant: _variant_settings(run) for variant, run in representatives.items()}
+    paths = sorted({path for flat in flats.values() for path in flat})
+    differing = [p for p in paths if len({flat.get(p) for flat in flats.values()}) > 1]
+    names = [_short(p) for p in differing]
+    last = [name.rsplit(".", 1)[-1] for name in names]
+    shown = [end if last.count(end) == 1 else name for name, end in zip(names, last, strict=True)]
+    labels = {}
+    for variant, flat in flats.items():
+        parts = [
+            f"{name}={json.loads(flat[path]) if path in flat else '-'}"
+            for path, name in zip(differing, shown, strict=True)
+        ]
+        labels[variant] = ",".join(parts) or variant
+    return labels
+
+
+def _representative(rows: pd.DataFrame) -> RunDir:
+    """A run of a variant that has its identity written (one that started), else the first."""
+    runs = [RunDir(Path(path)) for path in rows["path"]]
+    return next((run for run in runs if run.identity.is_file()), runs[0])
+
+
+def row_id(experiment: str, stage: str, variant: str) -> str:
+    """``experiment/stage`` or ``experiment/stage[variant]``: a row, in tables and --compare."""
+    return f"{experiment}/{stage}" + (f"[{variant}]" if variant else "")
+
+
 def load_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per (experiment, stage, seed) found under `runs_dir` (a runs folder or one
-    experiment's folder): status, best validation metrics (NaN unless complete), data source."""
-    rows = []
-    for experiment, folder in find_experiments(Path(runs_dir)).items():
-        seeds = _seed_dirs(folder)
-        stages = {p.name for seed_dir in seeds.values() for p in seed_dir.iterdir() if _is_stage(p)}
-        for stage in sorted(stages, key=_stage_key):
-            for seed in sorted(seeds):
-                rows.append(_stage_row(experiment, stage, seed, seeds[seed] / stage))
-    columns = ["experiment", "stage", "seed", "status", "complete", "path", "data", "paper_row"]
-    frame = pd.DataFrame(rows, columns=[*columns, *METRICS, "best_epoch", "epochs", "wall_seconds"])
-    return frame.astype({"seed": "int64", "complete": "bool"})
+    """One row per (experiment, variant, stage, seed) found through the views under `runs_dir`:
+    status, best validation metrics (NaN unless complete), data source, run folder and key."""
+    records, seen = [], set()
+    for view_dir in find_views(Path(runs_dir)):
+        view = read_view(view_dir)
+        experiment, seed = view.get("experiment", view_dir.parent.name), int(view.get("seed", 0))
+        for stage, entry in view.get("stages", {}).items():
+            run = entry["dir"]
+            if (experiment, stage, run.key) in seen:  # the same run through two views
+                continue
+            seen.add((experiment, stage, run.key))
+            variant = entry.get("variant") or _identity(run).get("variant", run.key)
+            records.append(_run_row(experiment, stage, seed, run, variant))
+    frame = pd.DataFrame(records, columns=[*COLUMNS, "variant_key"])
+    frame["variant"] = ""
+    for (_experiment, _stage), group in frame.groupby(["experiment", "stage"], sort=False):
+        representatives = {
+            variant: _representative(rows)
+            for variant, rows in group.groupby("variant_key", sort=False)
+        }
+        labels = variant_labels(representatives)
+        frame.loc[group.index, "variant"] = group["variant_key"].map(labels)
+    frame["row"] = [
+        row_id(e, s, v)
+        for e, s, v in zip(frame["experiment"], frame["stage"], frame["variant"], strict=True)
+    ]
+    frame = frame.drop(columns="variant_key")[COLUMNS]
+    return frame.astype({"seed": "int64", "complete": "bool"}).sort_values(
+        ["experiment", "stage", "variant", "seed"], key=_order, ignore_index=True
+    )
+
+
+STAGE_ORDER = (
+    "cnn_teacher_2task",
+    "cnn_teacher",
+    "cnn_student_no_sharing",
+    "cnn_student",
+    "gru_teacher",
+    "gru_student",
+)
+
+
+def _order(column: pd.Series) -> pd.Series:
+    """Stages in pipeline order (known ones first), everything else as it sorts."""
+    if column.name != "stage":
+        return column
+    rank = {stage: f"{index:02d}" for index, stage in enumerate(STAGE_ORDER)}
+    return column.map(lambda stage: rank.get(stage, "99") + stage)
 
 
 def load_history(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch validation metrics of the complete runs (experiment, stage, seed, epoch, ...)."""
+    """Per-epoch validation metrics of the complete runs (row, experiment, stage, seed, epoch,
+    ...)."""
     records = []
     for run in runs[runs["complete"]].itertuples():
         history = json.loads((Path(run.path) / "metrics.json").read_text()).get("history", [])
         for entry in history:
             values = {name: entry.get(key, np.nan) for name, key in METRICS.items()}
-            key = {"experiment": run.experiment, "stage": run.stage, "seed": run.seed}
+            key = {
+                "row": run.row,
+                "experiment": run.experiment,
+                "stage": run.stage,
+                "seed": run.seed,
+            }
             records.append(key | {"epoch": entry["epoch"]} | values)
-    return pd.DataFrame(records, columns=["experiment", "stage", "seed", "epoch", *METRICS])
+    return pd.DataFrame(records, columns=["row", "experiment", "stage", "seed", "epoch", *METRICS])
 
 
-def best_seed(runs: pd.DataFrame, experiment: str, stage: str) -> int | None:
-    """The complete seed with the highest val/total (the lowest seed on ties), if any."""
-    done = runs[(runs["experiment"] == experiment) & (runs["stage"] == stage) & runs["complete"]]
+def best_seed(runs: pd.DataFrame, row: str) -> int | None:
+    """The complete seed of a report row with the highest val/total (the lowest on ties)."""
+    done = runs[(runs["row"] == row) & runs["complete"]]
     if done.empty:
         return None
     return int(done.sort_values(["total", "seed"], ascending=[False, True]).iloc[0]["seed"])
 
 
-def load_predictions(
-    runs: pd.DataFrame, experiment: str, stage: str, seed: int
-) -> pd.DataFrame | None:
-    """The stage's `val_predictions.parquet` (one row per scored validation frame), or None when
-    the run has none (a stage finished before predictions were saved)."""
-    match = runs[(runs["experiment"] == experiment) & (runs["stage"] == stage)]
-    match = match[match["seed"] == seed]
+def load_predictions(runs: pd.DataFrame, row: str, seed: int) -> pd.DataFrame | None:
+    """The run's `val_predictions.parquet` (one row per scored validation frame), or None when
+    it has none."""
+    match = runs[(runs["row"] == row) & (runs["seed"] == seed)]
     if match.empty:
-        raise UserError(f"no run of {experiment}/{stage} with seed {seed}")
+        raise UserError(f"no run of {row} with seed {seed}")
     path = Path(match.iloc[0]["path"]) / PREDICTIONS
     if not path.is_file():
         return None

@@ -1,5 +1,5 @@
-"""Mean +/- std over seeds per experiment and stage, laid out like the paper's tables, as a
-DataFrame, Markdown, CSV, JSON or a rich table."""
+"""Mean +/- std over seeds per report row (experiment, variant, stage), laid out like the paper's
+tables, and paired comparisons of two rows, as a DataFrame, Markdown, CSV, JSON or a rich table."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 import math
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from abaw_lightning.report.runs import METRICS, PAPER
 
 PAPER_COLUMNS = ("paper_expr", "paper_valence", "paper_arousal")
-TEXT_COLUMNS = ("experiment", "stage", "incomplete")
+TEXT_COLUMNS = ("experiment", "variant", "stage", "incomplete", "metric")
 DISPLAY = {
     "expr_score": "EXPR",
     "ccc_v": "Valence",
@@ -29,19 +30,22 @@ def _incomplete(group: pd.DataFrame) -> list[str]:
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (experiment, stage): n complete seeds, mean and sample std (ddof=1) of every
-    metric over them, the incomplete seeds, the data source and, on real ABAW 2021 data, the
-    paper's figures for the row the stage reproduces."""
+    """One row per report row (experiment, variant, stage): n complete seeds, mean and sample std
+    (ddof=1) of every metric over them, the incomplete seeds, the data source and, on real ABAW
+    2021 data, the paper's figures for the row the stage reproduces."""
     rows = []
-    for (experiment, stage), group in runs.groupby(["experiment", "stage"], sort=False):
+    for row_name, group in runs.groupby("row", sort=False):
+        first = group.iloc[0]
         done = group[group["complete"]]
         sources = set(done["data"]) or set(group["data"])
         data = sources.pop() if len(sources) == 1 else "mixed"
         rows_named = done["paper_row"].dropna().unique()
         paper = PAPER.get(rows_named[0]) if data == "abaw2021" and len(rows_named) == 1 else None
         row = {
-            "experiment": experiment,
-            "stage": stage,
+            "row": row_name,
+            "experiment": first["experiment"],
+            "variant": first["variant"],
+            "stage": first["stage"],
             "n": len(done),
             "seeds": [int(s) for s in done["seed"]],
             "incomplete": _incomplete(group),
@@ -66,9 +70,11 @@ def _cell(mean: float, std: float) -> str:
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Strings for display: "mean ± std" cells, paper figures when any row has them, and the
     incomplete seeds when there are any."""
-    shown = pd.DataFrame(
-        {"experiment": table["experiment"], "stage": table["stage"], "n": table["n"].astype(str)}
-    )
+    shown = pd.DataFrame({"experiment": table["experiment"]})
+    if table["variant"].astype(bool).any():
+        shown["variant"] = table["variant"]
+    shown["stage"] = table["stage"]
+    shown["n"] = table["n"].astype(str)
     for name, title in DISPLAY.items():
         means, stds = table[f"{name}_mean"], table[f"{name}_std"]
         shown[title] = [_cell(m, s) for m, s in zip(means, stds, strict=True)]
@@ -82,14 +88,18 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """The formatted table as a GitHub Markdown table."""
-    shown = format_table(table)
+    return markdown(format_table(table))
+
+
+def markdown(shown: pd.DataFrame) -> str:
+    """A table of strings as GitHub Markdown (text columns left-aligned, numbers right)."""
     lines = ["| " + " | ".join(shown.columns) + " |"]
     lines.append("|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in shown) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-def _plain(table: pd.DataFrame) -> list[dict]:
+def plain(table: pd.DataFrame) -> list[dict]:
     """Records with NaN as None (valid JSON)."""
     return [
         {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in row.items()}
@@ -98,7 +108,7 @@ def _plain(table: pd.DataFrame) -> list[dict]:
 
 
 def to_json(table: pd.DataFrame) -> str:
-    return json.dumps(_plain(table), indent=2) + "\n"
+    return json.dumps(plain(table), indent=2) + "\n"
 
 
 def to_csv(table: pd.DataFrame) -> str:
@@ -127,6 +137,6 @@ def rich_table(table: pd.DataFrame, title: str) -> Table:
         for column in columns:
             figure = table.loc[index, paper[column]] if column in paper else math.nan
             extra = "" if math.isnan(figure) else f"\n[dim]paper {figure:.3f}[/]"
-            cells.append(str(row[column]) + extra)
+            cells.append(escape(str(row[column])) + extra)
         out.add_row(*cells)
     return out

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
+from rich.markup import escape
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.store.identity import data_identity, digest, stage_kind, stage_settings
@@ -253,3 +255,43 @@ def _run_line(run: PlannedRun, estimates_: dict[str, float]) -> str:
         if run.key in estimates_:
             detail = ", ".join(filter(None, [detail, f"~{duration(estimates_[run.key])}"]))
     return f"[{colour}]{run.action:6}[/] {run.name:24} {where}  {detail}".rstrip()
+
+
+def distinct_runs(plans: list[Plan]) -> list[PlannedRun]:
+    """The runs of several jobs' pipelines, each key once (jobs share teachers, caches ...)."""
+    runs: dict[str, PlannedRun] = {}
+    for plan in plans:
+        for run in plan.steps:
+            runs.setdefault(run.key, run)
+    return list(runs.values())
+
+
+def print_sweep_plan(plans: list[Plan], console: Console) -> None:
+    """The plan of a whole sweep: distinct runs by kind and action, with the estimate."""
+    runs = distinct_runs(plans)
+    estimates_ = {key: value for plan in plans for key, value in plan.estimates.items()}
+    slots = sum(len(plan.steps) for plan in plans)
+    console.print(
+        f"[bold]plan of the sweep[/]: {len(plans)} jobs, {slots} stages, "
+        + summary_line(runs, estimates_).replace(" runs:", " distinct runs:", 1),
+        highlight=False,
+    )
+    for kind in dict.fromkeys(run.kind for run in runs):
+        of_kind = [run for run in runs if run.kind == kind]
+        console.print(f"  {kind:14} {summary_line(of_kind, estimates_)}", highlight=False)
+
+
+class PrintSweepPlan(Callback):
+    """Hydra callback: before a multirun starts, print the plan of all its jobs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from abaw_lightning.configs import compose_job, sweep_jobs
+
+        console = Console(soft_wrap=True)
+        try:
+            jobs = sweep_jobs(list(config.hydra.overrides.task))
+            plans = [make_plan(compose_job(job)) for job in jobs]
+        except UserError as error:  # each job will say it again, in its own error line
+            console.print(f"[yellow]no plan of the sweep[/]: {escape(str(error))}", highlight=False)
+            return
+        print_sweep_plan(plans, console)

@@ -134,20 +134,26 @@ def store_runs(runs_dir: str | Path) -> list[RunDir]:
 
 
 def write_view(
-    view_dir: Path, experiment: str, seed: int, overrides: list[str], stages: dict[str, RunDir]
+    view_dir: Path,
+    experiment: str,
+    seed: int,
+    overrides: list[str],
+    stages: dict[str, tuple[RunDir, str]],
 ) -> list[Path]:
-    """Record which run each stage of an experiment's seed uses (merged into an existing view),
-    and link ``<view>/<stage>`` to the run folder where the file system supports links. Returns
-    the stage paths where a real folder (the previous layout) is in the way of the link."""
+    """Record which run (and variant key) each stage of an experiment's seed uses, merged into
+    an existing view, and link ``<view>/<stage>`` to the run folder where the file system
+    supports links. Returns the stage paths where a real folder (the previous layout) is in the
+    way of the link."""
     view_dir.mkdir(parents=True, exist_ok=True)
     path = view_dir / VIEW
     view = read_json(path) if path.is_file() else {}
     entries = dict(view.get("stages", {}))
     blocked = []
-    for stage, run in stages.items():
+    for stage, (run, variant) in stages.items():
         entries[stage] = {
             "kind": run.kind,
             "key": run.key,
+            "variant": variant,
             "run": os.path.relpath(run.root, view_dir),
         }
         if not _link(view_dir / stage, run.root):

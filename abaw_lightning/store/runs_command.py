@@ -1,0 +1,77 @@
+"""`abaw runs du RUNS_DIR`: the store's disk use per stage kind; `abaw runs drop-features
+RUNS_DIR`: delete the GRU feature caches whose GRU runs are all complete (rebuilt if needed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from abaw_lightning.errors import UserError
+from abaw_lightning.store.disk import PARTS, disk_use, drop, droppable_caches
+from abaw_lightning.store.runs import store_dir
+
+console = Console()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    du = actions.add_parser("du", help="disk use of the store per stage kind")
+    du.add_argument("runs_dir", type=Path, help="abaw-train's runs_dir")
+    features = actions.add_parser(
+        "drop-features", help="delete feature caches whose GRU runs are all complete"
+    )
+    features.add_argument("runs_dir", type=Path, help="abaw-train's runs_dir")
+    features.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+
+
+def size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def _check(runs_dir: Path) -> None:
+    if not store_dir(runs_dir).is_dir():
+        raise UserError(f"no stage store in {runs_dir} ({store_dir(runs_dir)} is missing)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args.runs_dir)
+    if args.action == "du":
+        usage = disk_use(args.runs_dir)
+        table = Table(title=f"{store_dir(args.runs_dir)}: disk use per stage kind")
+        for column in ("kind", "runs", "complete", *PARTS, "total"):
+            table.add_column(column, justify="left" if column == "kind" else "right")
+        totals = dict.fromkeys(PARTS, 0)
+        for kind, row in usage.items():
+            cells = [size(row[part]) for part in PARTS]
+            table.add_row(
+                kind,
+                str(row["runs"]),
+                str(row["complete"]),
+                *cells,
+                size(sum(row[part] for part in PARTS)),
+            )
+            totals = {part: totals[part] + row[part] for part in PARTS}
+        table.add_row(
+            "all", "", "", *map(size, totals.values()), size(sum(totals.values())), style="bold"
+        )
+        console.print(table)
+        return 0
+    found = droppable_caches(args.runs_dir)
+    for item in found:
+        verb = "would drop" if args.dry_run else "dropped"
+        if not args.dry_run:
+            drop(item)
+        console.print(
+            f"{verb} {item.run.features} ({size(item.bytes)}): its {len(item.readers)} GRU "
+            "run(s) are complete",
+            highlight=False,
+        )
+    freed = sum(item.bytes for item in found)
+    console.print(f"{'would free' if args.dry_run else 'freed'} {size(freed)}")
+    return 0
