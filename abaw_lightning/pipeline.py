@@ -25,6 +25,7 @@ from abaw_lightning.data.datamodules import CnnDataModule, GruDataModule
 from abaw_lightning.data.features import FeatureCache, default_views, ensure_features
 from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
+from abaw_lightning.hardware import check_trainer_settings
 from abaw_lightning.stages.callbacks import ValidationHistory
 from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
 from abaw_lightning.validation import predict_validation, write_predictions
@@ -167,6 +168,7 @@ def stages_to_run(cfg: DictConfig) -> list[str]:
 
 def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
     """Run (or skip, or resume) every stage for ``cfg.seed``; return each stage's metrics."""
+    check_trainer_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
     return {stage: run_stage(cfg, stage) for stage in stages_to_run(cfg)}
 
 
