@@ -26,6 +26,7 @@ from abaw_lightning.data.features import FeatureCache, default_views, ensure_fea
 from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.hardware import check_trainer_settings
+from abaw_lightning.quiet import quiet_wandb_logger
 from abaw_lightning.stages.callbacks import ValidationHistory
 from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
 from abaw_lightning.validation import predict_validation, write_predictions
@@ -208,7 +209,7 @@ def _logger(cfg: DictConfig, stage: str, paths: StagePaths):
         return None
     target = cfg.logger["_target_"]
     if target.endswith("WandbLogger"):
-        return instantiate(
+        logger = instantiate(
             cfg.logger,
             id=_wandb_id(paths),
             name=f"{cfg.experiment_name}/seed_{cfg.seed}/{stage}",
@@ -217,6 +218,7 @@ def _logger(cfg: DictConfig, stage: str, paths: StagePaths):
             save_dir=str(paths.root),
             resume="allow",
         )
+        return quiet_wandb_logger(logger)
     return instantiate(cfg.logger, save_dir=str(paths.root), version="")
 
 

@@ -306,3 +306,11 @@ def test_multirun_user_error_fails_its_job_and_the_others_still_run(tmp_path):
     )
     assert sweep.returncode != 0
     assert sweep.stderr.count("abaw prepare") >= 2  # both jobs ran and said what to do
+    assert "cnn_teacher (seed 1): starting" in sweep.stdout  # after seed 0 failed
+    expected = (
+        f"error: prepared data folder {tmp_path}/none does not exist: run `abaw prepare ... "
+        f"--out {tmp_path}/none` first (or set data.root to it)."
+    )
+    errors = [line for line in sweep.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [expected] * 3  # each job's line, then Hydra's summary of the first failure
+    assert "Traceback" not in sweep.stderr and len(sweep.stderr.splitlines()) <= 10, sweep.stderr
