@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_dir
 from prepared_data import write_prepared
 from pytorch_lightning.loggers import WandbLogger
 
-from abaw_lightning import pipeline
+from abaw_lightning import cli, pipeline
+from abaw_lightning.data.synth.scales import SCALES
 from abaw_lightning.errors import UserError, print_user_error
 from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries, quiet_wandb_logger
 from abaw_lightning.train import CONFIG_DIR
@@ -138,3 +139,20 @@ def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
     assert "resuming from" in output and "wandb: " in output
     assert re.search(r"^GPU available: False", output, re.MULTILINE)  # Lightning's own lines stay
     assert noise_in(output) == [], output
+
+
+def test_synth_shows_one_progress_bar_per_step_counting_its_frames(tmp_path, capsys):
+    assert cli.main(["synth", "--out", str(tmp_path), "--scale", "tiny", "--workers", "2"]) == 0
+    out = capsys.readouterr().out  # not a terminal: each bar is printed once, complete
+    steps = re.findall(r"^synth (\w[\w ]+?) +━+ (\d+)/(\d+) +(frames|images) ", out, re.MULTILINE)
+    assert [name for name, *_ in steps] == [
+        "affwild2 videos",
+        "affwild2 test videos",
+        "afew_va clips",
+        "expw images",
+        "affectnet images",
+    ]
+    assert all(done == total and int(total) > 0 for _, done, total, _ in steps)
+    tiny = SCALES["tiny"]
+    assert int(steps[2][2]) == tiny.afew_clips * tiny.afew_frames
+    assert int(steps[3][2]) == tiny.expw_images
