@@ -29,6 +29,7 @@ from abaw_lightning.hardware import check_trainer_settings
 from abaw_lightning.quiet import quiet_wandb_logger
 from abaw_lightning.stages.callbacks import ValidationHistory
 from abaw_lightning.stages.checkpoints import load_cnn, load_temporal, read_checkpoint
+from abaw_lightning.stages.quiet_callback import QuietLibraries
 from abaw_lightning.validation import predict_validation, write_predictions
 
 console = Console()
@@ -241,7 +242,7 @@ def _callbacks(cfg: DictConfig, stage_cfg: DictConfig, paths: StagePaths, logged
         enable_version_counter=False,
     )
     early = EarlyStopping(monitor=MONITOR, mode="max", patience=stage_cfg.patience)
-    callbacks = [best, periodic, early, ValidationHistory()]
+    callbacks = [best, periodic, early, ValidationHistory(), QuietLibraries()]
     return [*callbacks, LearningRateMonitor()] if logged else callbacks
 
 

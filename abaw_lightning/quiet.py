@@ -24,10 +24,17 @@ WARNINGS = (
         UserWarning,
         r"pytorch_lightning\.callbacks\.model_checkpoint",
     ),
+    (
+        r"It is recommended to use `self\.log\('val/\w+', \.\.\., sync_dist=True\)`",
+        UserWarning,
+        r"pytorch_lightning\.trainer\.connectors\.logger_connector\.result",
+    ),
 )
 """(message regex, category, module regex) of the warnings that every stage or resume printed:
 a torch deprecation inside Lightning, "the epoch has fewer batches than log_every_n_steps"
-(logging still happens across epochs), and "the checkpoint folder is not empty" (a resume)."""
+(logging still happens across epochs), "the checkpoint folder is not empty" (a resume), and,
+under DDP, "log val/* with sync_dist": those values come from torchmetrics' compute(), which
+already reduced the states of every process."""
 
 LIGHTNING_INFO_LOGGER = "pytorch_lightning.utilities.rank_zero"
 LITLOGGER_TIP = re.compile(r"💡 Tip: .*litlogger")

@@ -69,6 +69,10 @@ def test_warnings_are_filtered_by_message_category_and_module():
     interval = "The number of training batches (4) is smaller than the logging interval Trainer("
     assert not emitted(interval, UserWarning, "pytorch_lightning.loops.fit_loop")
     assert emitted("The number of training batches (0) is zero", UserWarning, "pytorch_lightning")
+    result = "pytorch_lightning.trainer.connectors.logger_connector.result"
+    sync = "It is recommended to use `self.log('{}', ..., sync_dist=True)` when logging on epoch"
+    assert not emitted(sync.format("val/ccc_v"), UserWarning, result)
+    assert emitted(sync.format("train/loss"), UserWarning, result)  # not a torchmetrics value
 
 
 def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():

@@ -182,6 +182,7 @@ def test_ddp_spawn_two_cpu_processes_train_and_record(prepared, tmp_path):
         )
     )
     assert "distributed_backend=gloo" in output or "Starting with 2 processes" in output
+    assert "LeafSpec" not in output and "sync_dist" not in output  # filters reach the spawned
     stage_dir = runs / "demo" / "seed_0" / "cnn_teacher"
     saved = json.loads((stage_dir / "metrics.json").read_text())
     assert saved["epochs"] == 1
