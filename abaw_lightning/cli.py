@@ -6,10 +6,8 @@ import argparse
 import importlib
 import sys
 
-from rich.console import Console
-from rich.markup import escape
-
-from abaw_lightning.errors import UserError
+from abaw_lightning.errors import UserError, print_user_error
+from abaw_lightning.quiet import quiet_libraries
 
 COMMANDS = {
     "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
@@ -40,12 +38,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    quiet_libraries()
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]error:[/] {escape(str(error))}", highlight=False
-        )
+        print_user_error(error)
         return 2
 
 

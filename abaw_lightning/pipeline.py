@@ -19,12 +19,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from rich.console import Console
 from torch import nn
 
 from abaw_lightning.data.features import FeatureCache, default_views, ensure_features
 from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
+from abaw_lightning.hardware import check_trainer_settings
+from abaw_lightning.quiet import quiet_wandb_logger
 from abaw_lightning.stages.callbacks import ValidationHistory
 from abaw_lightning.stages.checkpoints import read_checkpoint
 from abaw_lightning.store.identity import digest
@@ -50,6 +53,7 @@ def job_overrides() -> list[str]:
 def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
     """Plan the job, record its view, then run (or resume, or reuse) every stage for ``cfg.seed``;
     return each stage's metrics (none with ``dry_run``)."""
+    check_trainer_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
     plan = make_plan(cfg)
     print_plan(plan, console)
     overrides = job_overrides()
@@ -215,6 +219,8 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
         OmegaConf.save(cfg, run.dir.config, resolve=True)
         write_json(run.dir.identity, run.identity())
     logger = _build(cfg.logger, "logger") if cfg.get("logger") is not None else None
+    if isinstance(logger, WandbLogger):
+        logger = quiet_wandb_logger(logger)
     callbacks = _callbacks(cfg)
     trainer = _build(
         cfg.trainer,

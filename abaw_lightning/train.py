@@ -6,27 +6,31 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.markup import escape
 
 from abaw_lightning.configs import CONFIG_DIR
-from abaw_lightning.errors import UserError
+from abaw_lightning.errors import UserError, print_user_error
+from abaw_lightning.quiet import quiet_libraries
+
+
+class SweepJobError(CompactHydraException):
+    """A multirun job's user error: Hydra runs the other jobs, then prints this without a
+    traceback (what it does for its own compact errors) and exits non-zero."""
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     from abaw_lightning.pipeline import run_pipeline
 
     try:
         run_pipeline(cfg)
     except UserError as error:
-        Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]error:[/] {escape(str(error))}", highlight=False
-        )
+        print_user_error(error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep still runs the other jobs, then reports this failure
+            raise SweepJobError(f"error: {error}") from None
         sys.exit(2)
 
 

@@ -4,13 +4,9 @@ import json
 
 from abaw_lightning.cli import main
 
-TINY_DEMO = [
+TINY_DEMO = [  # --scale tiny brings its own batch and window sizes
     "data.image_size=32",
-    "data.batch_size=8",
     "data.num_workers=0",
-    "data.windows.length=8",
-    "data.windows.train_stride=4",
-    "data.windows.batch_size=2",
     "+trainer.limit_train_batches=3",
     "stages.cnn_teacher.max_epochs=1",
     "stages.cnn_student.max_epochs=1",

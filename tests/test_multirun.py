@@ -192,6 +192,7 @@ def test_ddp_spawn_two_cpu_processes_train_and_record(prepared, tmp_path):
         )
     )
     assert "distributed_backend=gloo" in output or "Starting with 2 processes" in output
+    assert "LeafSpec" not in output and "sync_dist" not in output  # filters reach the spawned
     run = stage_dir(runs, "demo", 0)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["epochs"] == 1

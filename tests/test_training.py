@@ -279,7 +279,7 @@ def test_compiled_backbone_keeps_checkpoint_keys():
 
 
 def test_multirun_user_error_fails_its_job_and_the_others_still_run(tmp_path, monkeypatch, capfd):
-    with pytest.raises(BaseException):  # noqa: B017 - Hydra re-raises the first failed job's error
+    with pytest.raises(SystemExit) as exit_:  # Hydra runs both jobs, then exits non-zero
         train_in_process(
             monkeypatch,
             "-m",
@@ -288,4 +288,12 @@ def test_multirun_user_error_fails_its_job_and_the_others_still_run(tmp_path, mo
             f"data.root={tmp_path}/none",
             f"runs_dir={tmp_path}",
         )
-    assert capfd.readouterr().err.count("abaw prepare") >= 2  # both jobs ran and said what to do
+    assert exit_.value.code != 0
+    err = capfd.readouterr().err
+    expected = (
+        f"error: prepared data folder {tmp_path}/none does not exist: run `abaw prepare ... "
+        f"--out {tmp_path}/none` first (or set data.root to it)."
+    )
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [expected] * 3  # each job's line, then Hydra's summary of the first failure
+    assert "Traceback" not in err and len(err.splitlines()) <= 10, err

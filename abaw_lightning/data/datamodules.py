@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from abaw_lightning.data.balancing import weighted_sampler
-from abaw_lightning.data.datasets import FrameDataset, load_table, passthrough_collate
+from abaw_lightning.data.datasets import (
+    PART_COLUMNS,
+    FrameDataset,
+    check_table,
+    load_table,
+    passthrough_collate,
+)
 from abaw_lightning.data.feature_windows import FeatureWindowDataset
 from abaw_lightning.data.features import FeatureCache
 from abaw_lightning.data.transforms import train_transform, val_transform
@@ -19,6 +27,34 @@ from abaw_lightning.errors import UserError
 PARTS = ("expr", "va", "expr_va")
 VALIDATION = ("expr", "va")
 """Validation tables: Aff-Wild2 EXPR (dataloader 0) and VA (dataloader 1)."""
+PART_TASKS = {"expr": ("expr",), "va": ("va",), "expr_va": ("expr", "va")}
+"""The labels every row of a part carries."""
+
+
+def read_checked(root: Path, name: str, tasks: tuple[str, ...], **checks) -> pd.DataFrame:
+    """`load_table` then `check_table`: one UserError per problem, naming the file."""
+    return check_table(load_table(root, name), root, name, tasks=tasks, **checks)
+
+
+def check_batches(sizes: dict[str, int], batch_size: int, what: str, key: str) -> None:
+    """Every part must fill one training batch: a step takes a full batch (``drop_last``) from
+    each part, so a smaller part means an epoch without a step. ``key`` is the setting to pass."""
+    part = min(sizes, key=sizes.get)
+    if sizes[part] < batch_size:
+        raise UserError(
+            f"training part {part} has {sizes[part]} {what}, fewer than one batch "
+            f"({key}={batch_size}): every step takes a full batch from each part, so an epoch "
+            f"would have no step. Pass {key}={sizes[part]} (or less)."
+        )
+
+
+def longest_run(frames: pd.DataFrame) -> int:
+    """The most consecutive frames of one video in a table sorted by (video, frame)."""
+    if frames.empty:
+        return 0
+    video, frame = frames["video"].to_numpy(), frames["frame"].to_numpy()
+    starts = np.r_[True, (video[1:] != video[:-1]) | (np.diff(frame) != 1)]
+    return int(np.bincount(np.cumsum(starts)).max())
 
 
 class _Loaders(pl.LightningDataModule):
@@ -90,18 +126,26 @@ class CnnDataModule(_Loaders):
     def setup(self, stage: str | None = None) -> None:
         if not self.val_sets:
             val = val_transform(self.image_size, self.resize)
+            names = [f"affwild2/val_{task}" for task in VALIDATION]
             self.val_sets = [
-                FrameDataset(load_table(self.root, f"affwild2/val_{task}"), self.root, val)
-                for task in VALIDATION
+                FrameDataset(read_checked(self.root, name, (task,)), self.root, val, name)
+                for name, task in zip(names, VALIDATION, strict=True)
             ]
         if stage in (None, "fit") and not self.train_sets:
-            for index, part in enumerate(self.parts):
-                table = load_table(self.root, f"parts/{part}")
-                if table.empty:
-                    raise UserError(f"training part {self.root}/parts/{part}.parquet has no rows")
+            tables = {part: self._part(part) for part in self.parts}
+            sizes = {part: len(table) for part, table in tables.items()}
+            check_batches(sizes, self.batch_size, "rows", "data.batch_size")
+            for index, (part, table) in enumerate(tables.items()):
                 augment = train_transform(self.image_size, self.resize, seed=self.seed + index)
-                self.train_sets[part] = FrameDataset(table, self.root, augment)
+                self.train_sets[part] = FrameDataset(table, self.root, augment, f"parts/{part}")
                 self.train_weights[part] = table["weight"].to_numpy()
+
+    def _part(self, part: str) -> pd.DataFrame:
+        others = [name for name in self.parts if name != part]
+        hint = f"train without it: data.parts=[{','.join(others)}]" if others else ""
+        return read_checked(
+            self.root, f"parts/{part}", PART_TASKS[part], columns=PART_COLUMNS, empty_hint=hint
+        )
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {
@@ -171,25 +215,35 @@ class GruDataModule(_Loaders):
     def setup(self, stage: str | None = None) -> None:
         if not self.val_sets:
             for task in VALIDATION:
-                table = load_table(self.root, f"affwild2/val_{task}")
+                table = read_checked(self.root, f"affwild2/val_{task}", (task,))
                 table = table.sort_values(["video", "frame"], kind="stable", ignore_index=True)
                 rows, mask = eval_windows(table, self.length)
                 self.val_sets.append(self._windows(table, rows, mask, train=False))
         if stage in (None, "fit") and not self.train_sets:
             tables = gru_parts(
-                load_table(self.root, "affwild2/train_expr"),
-                load_table(self.root, "affwild2/train_va"),
+                read_checked(self.root, "affwild2/train_expr", ("expr",)),
+                read_checked(self.root, "affwild2/train_va", ("va",)),
             )
+            windows = {part: self._train_windows(part, tables[part]) for part in self.tasks}
+            sizes = {part: len(rows) for part, rows in windows.items()}
+            check_batches(sizes, self.batch_size, "windows", "data.windows.batch_size")
             for index, part in enumerate(self.tasks):
-                windows = train_windows(tables[part], self.length, self.train_stride)
-                if len(windows) == 0:
-                    raise UserError(
-                        f"no {self.length}-frame training window without gaps in the Aff-Wild2 "
-                        f"{part} frames of {self.root}: drop the part from gru_tasks"
-                    )
                 self.train_sets[part] = self._windows(
-                    tables[part], windows, None, train=True, seed=self.seed + index
+                    tables[part], windows[part], None, train=True, seed=self.seed + index
                 )
+
+    def _train_windows(self, part: str, frames: pd.DataFrame) -> np.ndarray:
+        windows = train_windows(frames, self.length, self.train_stride)
+        if len(windows) == 0:
+            others = [name for name in self.tasks if name != part]
+            drop = f"gru_tasks=[{','.join(others)}]" if others else "other gru_tasks"
+            raise UserError(
+                f"no {self.length}-frame training window without gaps in the {len(frames)} "
+                f"Aff-Wild2 {part} frames of {self.root} (the longest run of consecutive frames "
+                f"of one video is {longest_run(frames)}): pass shorter windows "
+                f"(data.windows.length=N), or train without the part: {drop}"
+            )
+        return windows
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,17 +199,61 @@ class FeatureCache:
         return ids.astype(np.int64)
 
     def read(self, view: int, ids: np.ndarray) -> np.ndarray:
-        """Features [len(ids), 2, 128] (float16) of frames `ids` in view `view`."""
-        return np.asarray(self.features[view, ids])
+        """Features [len(ids), 2, 128] (float16) of frames `ids` in view `view`.
+
+        A NaN or infinite value (the file changed after its extraction) marks the cache stale,
+        so that the next `ensure_features` extracts it again, and is a UserError saying so.
+        """
+        values = np.asarray(self.features[view, ids])
+        if has_nonfinite(values):
+            frame = ids[np.argmax(nonfinite(values).reshape(len(ids), -1).any(axis=1))]
+            where = f"view {view} of frame {self.images[frame]}"
+            mark_stale(self.folder, self.manifest, f"it holds NaN or infinite values ({where})")
+            raise UserError(
+                f"the feature cache {self.folder} holds NaN or infinite values ({where}), which "
+                "its extraction did not write (was features.npy changed since?): it is marked "
+                "stale, so rerunning the same command extracts it again."
+            )
+        return values
 
     def size_mb(self) -> float:
         return (self.folder / FEATURES).stat().st_size / 1e6
+
+
+def nonfinite(values: np.ndarray) -> np.ndarray:
+    """Where a float16 array is NaN or infinite: all five exponent bits set (on float16 this is
+    several times faster than `np.isfinite`, and it runs on every window the GRU reads)."""
+    return (values.view(np.uint16) & 0x7C00) == 0x7C00
+
+
+def has_nonfinite(values: np.ndarray) -> bool:
+    return bool(nonfinite(values).any())
+
+
+def mark_stale(folder: Path, manifest: dict, reason: str) -> None:
+    """Record in the cache's manifest that it must not be used (``complete`` false) and why."""
+    path = Path(folder) / MANIFEST
+    temporary = path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")  # workers may mark at once
+    temporary.write_text(json.dumps({**manifest, "complete": False, "stale": reason}) + "\n")
+    temporary.replace(path)
+
+
+def _stale_mark(folder: Path) -> str | None:
+    """The reason `mark_stale` recorded in the cache's manifest, if any."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("stale") if isinstance(manifest, dict) else None
 
 
 def _stale_reason(folder: Path, wanted: dict, images: np.ndarray) -> str | None:
     """Why the cache in `folder` cannot serve `wanted` (None when it can)."""
     manifest = _read_manifest(folder)
     if manifest is None:
+        stale = _stale_mark(folder)
+        if stale:
+            return stale
         if any((folder / name).exists() for name in (PARTIAL, FEATURES, FRAMES, MANIFEST)):
             return "the previous extraction did not complete"
         return "there is no cache yet"
@@ -301,7 +346,10 @@ def _extract(
     partial = folder / PARTIAL
     np.lib.format.open_memmap(partial, mode="w+", dtype=DTYPE, shape=shape).flush()
     dataset = FrameViews(images, prepared_root, transforms)
-    predict_into(partial, model, dataset, inverse, batch_size, num_workers, trainer_kwargs)
+    try:
+        predict_into(partial, model, dataset, inverse, batch_size, num_workers, trainer_kwargs)
+    except UserError as error:
+        raise UserError(f"extracting the features of {checkpoint} into {folder}: {error}") from None
     frames = folder / f"{FRAMES}.tmp"
     pd.DataFrame({"image": images}).to_parquet(frames, index=False)
     frames.replace(folder / FRAMES)

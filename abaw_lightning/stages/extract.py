@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from abaw_lightning.data.datasets import to_chw
-from abaw_lightning.data.images import read_image
+from abaw_lightning.data.prepared import read_prepared_image
 from abaw_lightning.errors import UserError
 
 HEADS = ("expr_feature", "va_feature")
@@ -58,7 +58,7 @@ class FrameViews(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        image = read_image(self.root / self.images[index])
+        image = read_prepared_image(self.root, self.images[index])
         views = torch.stack([to_chw(transform(image)) for transform in self.transforms])
         return {"images": views, "ids": torch.tensor(index, dtype=torch.int64)}
 

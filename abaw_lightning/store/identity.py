@@ -53,6 +53,7 @@ NON_RESULT_KEYS: dict[str, str] = {
     "callbacks.last_checkpoint": "how often last.ckpt is written",
     "callbacks.history": "bookkeeping",
     "callbacks.lr_monitor": "logging",
+    "callbacks.quiet": "console filters",
 }
 """Config paths (``stage.`` = the stage's node, ``trainer.``, ``callbacks.``; ``*`` matches one
 level) that never change a stage's result, with the reason. Everything else is in the key; a

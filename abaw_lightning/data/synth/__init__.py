@@ -4,12 +4,13 @@ learnable signal, and `synth.json` recording every planted quirk and the expecte
 from __future__ import annotations
 
 import argparse
-import itertools
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -70,34 +71,55 @@ def _clear(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _call(job: Callable[[], dict]) -> dict:
-    return job()
+@dataclass(frozen=True)
+class Step:
+    """One long step of `generate`: its jobs, each with what it adds to the step's bar."""
+
+    label: str
+    unit: str
+    jobs: list[tuple[int, Callable[[], dict]]]
 
 
-def _run_jobs(jobs: list[tuple[str, Callable[[], dict]]], workers: int) -> list[dict]:
-    """Run the jobs (in order of results) in a process pool, with one progress bar."""
+def _call(indexed: tuple[int, Callable[[], dict]]) -> tuple[int, dict]:
+    index, job = indexed
+    return index, job()
+
+
+def _run_steps(steps: list[Step], workers: int) -> list[list[dict]]:
+    """Run the jobs of every step in a process pool, with one progress bar per step counting its
+    frames or images (left on screen; printed once done when the output is not a terminal);
+    return each step's results in job order."""
     columns = (
-        TextColumn("synth"),
+        TextColumn("synth {task.description:<20}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(),
-        TextColumn("{task.description}"),
     )
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("", total=len(jobs))
-        calls = [job for _, job in jobs]
+    jobs = [(number, weight, job) for number, step in enumerate(steps) for weight, job in step.jobs]
+    calls = [(index, job) for index, (_, _, job) in enumerate(jobs)]
+    results: list[dict | None] = [None] * len(jobs)
+    with Progress(*columns) as progress, contextlib.ExitStack() as stack:
+        bars = [  # each clock starts with its step's first result
+            progress.add_task(
+                step.label, total=sum(w for w, _ in step.jobs), unit=step.unit, start=False
+            )
+            for step in steps
+        ]
         if workers <= 1:
-            results = []
-            for (name, _), call in zip(jobs, calls, strict=True):
-                results.append(call())
-                progress.update(task, advance=1, description=name)
-            return results
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            results = []
-            for (name, _), result in zip(jobs, pool.imap(_call, calls, chunksize=4), strict=True):
-                results.append(result)
-                progress.update(task, advance=1, description=name)
-            return results
+            done = map(_call, calls)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+            done = pool.imap_unordered(_call, calls)
+        for index, result in done:
+            number, weight, _ = jobs[index]
+            results[index] = result
+            progress.start_task(bars[number])
+            progress.advance(bars[number], weight)
+    return [
+        [result for (number, _, _), result in zip(jobs, results, strict=True) if number == step]
+        for step in range(len(steps))
+    ]
 
 
 def generate(
@@ -116,28 +138,45 @@ def generate(
     images = expw.plan_images(sizes)
     clips = afew_va.plan_clips(rng, sizes)
     rows = affectnet.plan_rows(rng, sizes)
-    jobs = (
-        [
-            (f"affwild2 {p.stem}", partial(affwild2.render_video, roots["affwild2"], seed, p))
-            for p in videos
-        ]
-        + [
-            (
-                f"affwild2 test {p.stem}",
-                partial(affwild2.render_test_video, roots["affwild2"], seed, p),
-            )
-            for p in tests
-        ]
-        + [
-            (f"afew_va {p.clip}", partial(afew_va.render_clip, roots["afew_va"], seed, p))
-            for p in clips
-        ]
-        + [("expw", partial(expw.render_image, roots["expw"], seed, p)) for p in images]
-        + [("affectnet", partial(affectnet.render_row, roots["affectnet"], seed, p)) for p in rows]
+    steps = [
+        Step(
+            "affwild2 videos",
+            "frames",
+            [
+                (
+                    p.frames + p.extra_jpgs,
+                    partial(affwild2.render_video, roots["affwild2"], seed, p),
+                )
+                for p in videos
+            ],
+        ),
+        Step(
+            "affwild2 test videos",
+            "frames",
+            [
+                (p.video_frames, partial(affwild2.render_test_video, roots["affwild2"], seed, p))
+                for p in tests
+            ],
+        ),
+        Step(
+            "afew_va clips",
+            "frames",
+            [(p.frames, partial(afew_va.render_clip, roots["afew_va"], seed, p)) for p in clips],
+        ),
+        Step(
+            "expw images",
+            "images",
+            [(1, partial(expw.render_image, roots["expw"], seed, p)) for p in images],
+        ),
+        Step(
+            "affectnet images",
+            "images",
+            [(1, partial(affectnet.render_row, roots["affectnet"], seed, p)) for p in rows],
+        ),
+    ]
+    video_results, _, _, image_results, row_results = _run_steps(
+        steps, workers or os.cpu_count() or 1
     )
-    results = _run_jobs(jobs, workers or os.cpu_count() or 1)
-    bounds = np.cumsum([0, len(videos), len(tests), len(clips), len(images), len(rows)])
-    part = [results[a:b] for a, b in itertools.pairwise(bounds)]
     summary = {
         "seed": seed,
         "scale": scale,
@@ -149,10 +188,10 @@ def generate(
             "kept": "labelled (not -1 / -5 / -2) and with a readable image",
             "lines": "1-based file line numbers",
         },
-        "affwild2": affwild2.record(roots["affwild2"], videos, part[0], tests),
-        "expw": expw.record(roots["expw"], part[3]),
+        "affwild2": affwild2.record(roots["affwild2"], videos, video_results, tests),
+        "expw": expw.record(roots["expw"], image_results),
         "afew_va": afew_va.record(clips),
-        "affectnet": affectnet.record(roots["affectnet"], rows, part[4]),
+        "affectnet": affectnet.record(roots["affectnet"], rows, row_results),
     }
     write_text(out / RECORD, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,0 +1,162 @@
+"""A quiet console: user errors as one `error:` line (under `-m` too), known library chatter
+filtered precisely at its source, and Hydra's job lines without their log prefixes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from prepared_data import write_prepared
+from pytorch_lightning.loggers import WandbLogger
+
+from abaw_lightning import cli, pipeline
+from abaw_lightning.data.synth.scales import SCALES
+from abaw_lightning.errors import UserError, print_user_error
+from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries, quiet_wandb_logger
+from abaw_lightning.train import CONFIG_DIR
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
+TRAIN = [sys.executable, "-m", "abaw_lightning.train"]
+NOISE = {
+    "litlogger tip": r"litlogger",
+    "LeafSpec deprecation": r"LeafSpec",
+    "log_every_n_steps": r"smaller than the logging interval",
+    "checkpoint folder": r"exists and is not empty",
+    "W&B anonymous": r"anonymous setting has no effect",
+    "Hydra log prefix": r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[[\w.]+\]\[INFO\]",
+    "traceback": r"Traceback",
+}
+"""What every stage or resume printed before (issue 12), as it appeared."""
+
+
+def noise_in(output: str) -> list[str]:
+    return [name for name, line in NOISE.items() if re.search(line, output, re.MULTILINE)]
+
+
+def test_user_error_is_one_unwrapped_line_with_its_brackets(capsys):
+    message = "cannot read " + "/very/long/path" * 8 + " (row 3): fix [self.images[row] for x]"
+    print_user_error(UserError(message))
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def emitted(message: str, category: type[Warning], module: str) -> bool:
+    """Whether a warning attributed to `module` gets through the filters installed now."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_libraries()
+        warnings.warn_explicit(message, category, f"/site/{module}.py", 1, module=module)
+    return bool(caught)
+
+
+def test_warnings_are_filtered_by_message_category_and_module():
+    checkpoint = ("Checkpoint directory /r/checkpoints exists and is not empty.", UserWarning)
+    module = "pytorch_lightning.callbacks.model_checkpoint"
+    assert not emitted(*checkpoint, module)
+    assert emitted(*checkpoint, "my_project.callbacks")
+    assert emitted("Checkpoint directory /r is missing.", UserWarning, module)
+    assert emitted(checkpoint[0], DeprecationWarning, module)
+    leaf = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
+    pytree = "pytorch_lightning.utilities._pytree"
+    assert not emitted(leaf, FutureWarning, pytree)
+    assert emitted("`torch.foo` is deprecated", FutureWarning, pytree)
+    interval = "The number of training batches (4) is smaller than the logging interval Trainer("
+    assert not emitted(interval, UserWarning, "pytorch_lightning.loops.fit_loop")
+    assert emitted("The number of training batches (0) is zero", UserWarning, "pytorch_lightning")
+    result = "pytorch_lightning.trainer.connectors.logger_connector.result"
+    sync = "It is recommended to use `self.log('{}', ..., sync_dist=True)` when logging on epoch"
+    assert not emitted(sync.format("val/ccc_v"), UserWarning, result)
+    assert emitted(sync.format("train/loss"), UserWarning, result)  # not a torchmetrics value
+
+
+def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():
+    logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        quiet_libraries()
+        quiet_libraries()
+        logger.info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://x)")
+        logger.info("GPU available: False, used: False")
+        logger.info("💡 Tip: something else")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert records == ["GPU available: False, used: False", "💡 Tip: something else"]
+    assert len(logger.filters) == 1
+
+
+def test_wandb_logger_no_longer_passes_the_anonymous_setting(tmp_path):
+    logger = WandbLogger(project="p", save_dir=str(tmp_path), offline=True)
+    assert logger._wandb_init["anonymous"] is None
+    assert "anonymous" not in quiet_wandb_logger(logger)._wandb_init
+    chosen = WandbLogger(project="p", save_dir=str(tmp_path), offline=True, anonymous=True)
+    assert quiet_wandb_logger(chosen)._wandb_init["anonymous"] == "allow"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=24)
+
+
+TINY = [
+    "experiment=demo",
+    "stage=cnn_teacher",
+    "data.image_size=32",
+    "data.batch_size=6",
+    "data.num_workers=0",
+    "model.arch=resnet18",
+    "trainer.log_every_n_steps=50",  # more than the 4 batches of an epoch
+]
+
+
+def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
+    runs = tmp_path / "runs"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[*TINY, f"data.root={prepared}", f"runs_dir={runs}", "logger=none"]
+        )
+    cfg.stages.cnn_teacher.max_epochs = 1
+    pipeline.run_pipeline(cfg)
+    (runs / "demo" / "seed_0" / "cnn_teacher" / "metrics.json").unlink()  # resume: checkpoints
+    command = [
+        *TRAIN,
+        *TINY,
+        f"data.root={prepared}",
+        f"runs_dir={runs}",
+        "logger=wandb",
+        "stages.cnn_teacher.max_epochs=2",
+        "hydra/job_logging=abaw",
+    ]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "resuming from" in output and "wandb: " in output
+    assert re.search(r"^GPU available: False", output, re.MULTILINE)  # Lightning's own lines stay
+    assert noise_in(output) == [], output
+
+
+def test_synth_shows_one_progress_bar_per_step_counting_its_frames(tmp_path, capsys):
+    assert cli.main(["synth", "--out", str(tmp_path), "--scale", "tiny", "--workers", "2"]) == 0
+    out = capsys.readouterr().out  # not a terminal: each bar is printed once, complete
+    steps = re.findall(r"^synth (\w[\w ]+?) +━+ (\d+)/(\d+) +(frames|images) ", out, re.MULTILINE)
+    assert [name for name, *_ in steps] == [
+        "affwild2 videos",
+        "affwild2 test videos",
+        "afew_va clips",
+        "expw images",
+        "affectnet images",
+    ]
+    assert all(done == total and int(total) > 0 for _, done, total, _ in steps)
+    tiny = SCALES["tiny"]
+    assert int(steps[2][2]) == tiny.afew_clips * tiny.afew_frames
+    assert int(steps[3][2]) == tiny.expw_images
