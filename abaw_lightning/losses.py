@@ -20,13 +20,18 @@ EXPR_PARTS = ("expr", "expr_va")
 """Parts whose primary label is the expression."""
 VA_PARTS = ("va", "expr_va")
 """Parts whose primary label is valence-arousal."""
-_EDGE_TOLERANCE = 1e-6
+EDGE_TOLERANCE = 1e-6
 """Labels within this distance below a bin edge count as on it (float32 0.7 is 0.69999999)."""
 
 
 def va_bins(va: Tensor) -> Tensor:
-    """Bin indices Long[N, 2] of valence and arousal: 20 left-closed bins over [-1, 1], 1 -> 19."""
-    scaled = (va.double() + 1.0) * (NUM_BINS / 2) + _EDGE_TOLERANCE
+    """Bin indices (Long, same shape) of valence/arousal values: the one VA binning (METHOD.md §2).
+
+    20 left-closed bins over [-1, 1] on the labels' decimal values (a value within
+    `EDGE_TOLERANCE` below an edge is on it), exactly 1 -> bin 19; used by the loss and the
+    sampler histograms alike.
+    """
+    scaled = (va.double() + 1.0 + EDGE_TOLERANCE) * (NUM_BINS / 2)
     return scaled.floor().clamp(0, NUM_BINS - 1).long()
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from abaw_lightning.data.balancing import (
     decimate_every,
@@ -12,6 +13,7 @@ from abaw_lightning.data.balancing import (
     va_weights,
     weighted_sampler,
 )
+from abaw_lightning.losses import va_bins
 
 # 25 rows. Neutral pass keeps rows 0, 10, 20 (numbers 0, 10, 20). Survivors renumbered: happiness
 # rows 2, 11, 12, 17, 18, 23 get numbers 1, 4, 5, 9, 10, 14 -> keep 11, 18, 23. Renumbered again:
@@ -58,6 +60,20 @@ ARO = np.array([-1.0, -0.91, 1.0, 1.0, 0.03, -0.03], dtype=np.float32)
 def test_va_bin_index_fixed_edges_and_top_edge():
     assert va_bin_index(VAL, ARO).tolist() == [0, 0, 399, 399, 210, 209]
     assert va_bin_index(np.array([-0.89]), np.array([0.51])).tolist() == [1 * 20 + 15]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sampler_and_loss_bin_every_tenth_alike(dtype):
+    """k/10 lies on the left edge of bin k + 10 ([k/10, (k+1)/10)); exactly 1 is in bin 19."""
+    tenths = np.array([k / 10 for k in range(-10, 11)], dtype=dtype)
+    expected = [min(k + 10, 19) for k in range(-10, 11)]
+    loss_bins = va_bins(torch.from_numpy(np.stack([tenths, tenths[::-1]], axis=1)))
+    sampler_bins = va_bin_index(tenths, tenths[::-1])
+    assert loss_bins[:, 0].tolist() == expected
+    assert loss_bins[:, 1].tolist() == expected[::-1]
+    assert (sampler_bins // 20).tolist() == expected
+    assert (sampler_bins % 20).tolist() == expected[::-1]
+    assert expected[17] == 17 and expected[20] == 19 and expected[0] == 0  # 0.7, 1.0, -1.0
 
 
 def test_va_weights_hand_computed():

@@ -15,12 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from prepared_data import write_prepared
 from pytorch_lightning.loggers import WandbLogger
+from support import crash_at
 
 from abaw_lightning import cli, pipeline
+from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.data.synth.scales import SCALES
 from abaw_lightning.errors import UserError, print_user_error
 from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries, quiet_wandb_logger
-from abaw_lightning.train import CONFIG_DIR
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
 TRAIN = [sys.executable, "-m", "abaw_lightning.train"]
@@ -121,13 +122,16 @@ TINY = [
 
 def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
     runs = tmp_path / "runs"
+    settings = [
+        *TINY,
+        f"data.root={prepared}",
+        f"runs_dir={runs}",
+        "stages.cnn_teacher.max_epochs=2",
+    ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[*TINY, f"data.root={prepared}", f"runs_dir={runs}", "logger=none"]
-        )
-    cfg.stages.cnn_teacher.max_epochs = 1
-    pipeline.run_pipeline(cfg)
-    (runs / "demo" / "seed_0" / "cnn_teacher" / "metrics.json").unlink()  # resume: checkpoints
+        cfg = compose("train", overrides=[*settings, "logger=wandb", *crash_at(1)])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pipeline.run_pipeline(cfg)  # interrupted after epoch 0: the command below resumes it
     command = [
         *TRAIN,
         *TINY,
@@ -135,7 +139,6 @@ def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
         f"runs_dir={runs}",
         "logger=wandb",
         "stages.cnn_teacher.max_epochs=2",
-        "hydra/job_logging=abaw",
     ]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr

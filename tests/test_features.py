@@ -1,4 +1,5 @@
-"""The GRU stage's feature cache: views, extraction through Trainer.predict, reuse, invalidation."""
+"""The GRU stage's feature cache: views, extraction through Trainer.predict, reuse, invalidation,
+and the training windows' view draws."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from prepared_data import write_prepared
 from torch.utils.data import DataLoader, Dataset
 
 from abaw_lightning.data.datasets import load_table, to_chw
+from abaw_lightning.data.feature_windows import FeatureWindowDataset
 from abaw_lightning.data.features import (
     FeatureCache,
     View,
@@ -235,3 +237,70 @@ def test_cache_pickles_small_and_reads_in_workers(cached):
     loader = DataLoader(CachedRows(cache), batch_size=8, num_workers=1)
     read = torch.cat([batch[:, 0] for batch in loader]).numpy()
     np.testing.assert_array_equal(read, expected)
+
+
+def labelled_cache(folder: Path, views: list[View], frames: int = 4) -> FeatureCache:
+    """A complete cache in the real file layout whose features hold their view index."""
+    folder.mkdir()
+    features = np.broadcast_to(
+        np.arange(len(views), dtype=np.float16)[:, None, None, None], (len(views), frames, 2, 128)
+    )
+    np.save(folder / "features.npy", np.ascontiguousarray(features))
+    images = [f"crops/video/{frame:05d}.jpg" for frame in range(frames)]
+    pd.DataFrame({"image": images}).to_parquet(folder / "frames.parquet", index=False)
+    manifest = {"views": [[v.top, v.left, v.flip] for v in views], "frames": frames}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": True}))
+    return FeatureCache.open(folder)
+
+
+def drawn_views(cache: FeatureCache, draws: int, augment: bool = True) -> np.ndarray:
+    """The view index of `draws` window reads through `FeatureWindowDataset`."""
+    table = pd.DataFrame(
+        {"image": cache.images, "expr": 0, "valence": 0.0, "arousal": 0.0}
+    ).reset_index(drop=True)
+    dataset = FeatureWindowDataset(cache, table, np.array([[0, 1, 2]]), augment=augment)
+    torch.manual_seed(0)
+    views = []
+    for _ in range(draws):
+        features = dataset[0]["features"]
+        assert (features == features[0, 0, 0]).all()  # one view for every frame of the window
+        views.append(int(features[0, 0, 0]))
+    return np.array(views)
+
+
+def test_training_views_are_the_grid_without_the_validation_view(tmp_path):
+    views = default_views(112, 134)
+    grid = labelled_cache(tmp_path / "flip", views).training_views()
+    assert grid.shape == (9, 2) and 0 not in grid
+    assert sorted(grid.ravel().tolist()) == list(range(1, 19))
+    for row in grid:
+        unflipped, flipped = views[row[0]], views[row[1]]
+        assert (unflipped.top, unflipped.left) == (flipped.top, flipped.left)
+        assert not unflipped.flip and flipped.flip
+    unflipped = labelled_cache(tmp_path / "plain", default_views(112, 134, flip=False))
+    assert unflipped.training_views().shape == (9, 1)
+    with pytest.raises(UserError, match="crop-offset x flip grid"):
+        labelled_cache(tmp_path / "odd", VIEWS).training_views()  # (6, 0) has no unflipped view
+
+
+def test_window_draws_uniform_offset_and_fair_flip(tmp_path):
+    views = default_views(112, 134)
+    drawn = drawn_views(labelled_cache(tmp_path / "cache", views), 20_000)
+    assert 0 not in drawn  # the validation view is never a training view
+    flips = np.array([views[v].flip for v in drawn])
+    assert abs(flips.mean() - 0.5) <= 0.01  # within 2% of 1/2
+    offsets = [(views[v].top, views[v].left) for v in drawn]
+    _, counts = np.unique(np.array(offsets), axis=0, return_counts=True)
+    assert len(counts) == 9
+    assert 0.5 * np.abs(counts / len(drawn) - 1 / 9).sum() <= 0.02  # total variation to uniform
+    _, joint = np.unique(drawn, return_counts=True)
+    assert len(joint) == 18 and 0.5 * np.abs(joint / len(drawn) - 1 / 18).sum() <= 0.02
+
+
+def test_window_draws_without_flips_and_in_evaluation(tmp_path):
+    views = default_views(112, 134, flip=False)
+    cache = labelled_cache(tmp_path / "cache", views)
+    drawn = drawn_views(cache, 2_000)
+    assert 0 not in drawn and not any(views[v].flip for v in drawn)
+    assert set(drawn.tolist()) == set(range(1, 10))
+    assert set(drawn_views(cache, 50, augment=False).tolist()) == {0}

@@ -85,4 +85,5 @@ def test_more_gpus_than_the_machine_has(monkeypatch):
 )
 def test_lightning_fails_where_the_check_refuses_a_gpu(tmp_path):
     with pytest.raises(MisconfigurationException, match="No supported gpu backend"):
-        pl.Trainer(**trainer_settings("trainer=gpu"), default_root_dir=tmp_path)
+        settings = {k: v for k, v in trainer_settings("trainer=gpu").items() if k != "_target_"}
+        pl.Trainer(**settings, default_root_dir=tmp_path)

@@ -1,6 +1,8 @@
 """Eq. 1-10 against values worked out by hand (formulas in the comments)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -31,6 +33,17 @@ def test_va_bins_edges_and_float32_labels():
     va = torch.tensor([[-1.0, 1.0], [-0.95, 0.0], [0.7, -0.9], [0.3, 0.999]], dtype=torch.float32)
     # [-1, -0.9) -> 0; exactly 1 -> 19; 0.0 -> 10; 0.7 (float32 0.69999999) -> 17; -0.9 -> 1
     assert va_bins(va).tolist() == [[0, 19], [0, 10], [17, 1], [13, 19]]
+
+
+def test_va_bins_tolerance_is_one_millionth_below_an_edge():
+    va = torch.tensor([[0.7 - 9e-7, 0.7 - 2e-6], [-0.5 - 9e-7, 0.9999]], dtype=torch.float64)
+    assert va_bins(va).tolist() == [[17, 16], [5, 19]]
+
+
+def test_losses_do_not_import_the_data_package():
+    code = "import sys, abaw_lightning.losses; print(sorted(m for m in sys.modules if 'data' in m))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "abaw_lightning.data" not in found.stdout
 
 
 @pytest.mark.parametrize(("anchors", "expected"), [("linspace", -0.578947), ("centers", -0.55)])

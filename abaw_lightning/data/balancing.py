@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-VA_EDGES = np.linspace(-1.0, 1.0, 21)
-"""Fixed 20x20 valence-arousal histogram edges over [-1, 1] on both axes."""
+from abaw_lightning.losses import NUM_BINS, va_bins
 
 # (class, keep every k-th) in the order the released code applied them: Neutral, Happiness, Sadness.
 EXPR_DECIMATION = ((0, 10), (4, 2), (5, 2))
@@ -38,15 +37,13 @@ def _inverse_counts(keys: np.ndarray) -> np.ndarray:
 
 
 def va_bin_index(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
-    """Flat 20x20 bin number (valence bin * 20 + arousal bin); exactly 1 goes to the last bin."""
-    valence = np.asarray(valence, dtype=np.float64)
-    arousal = np.asarray(arousal, dtype=np.float64)
-    if np.isnan(valence).any() or np.isnan(arousal).any():
+    """Flat 20x20 bin number (valence bin * 20 + arousal bin), with the loss's binning
+    (`losses.va_bins`: left-closed on the decimal values, exactly 1 in the last bin)."""
+    values = np.stack([np.asarray(valence, np.float64), np.asarray(arousal, np.float64)], axis=-1)
+    if np.isnan(values).any():
         raise ValueError("valence/arousal weights need every row labelled (NaN found)")
-    last = len(VA_EDGES) - 2
-    v = np.clip(np.searchsorted(VA_EDGES, valence, side="right") - 1, 0, last)
-    a = np.clip(np.searchsorted(VA_EDGES, arousal, side="right") - 1, 0, last)
-    return v * (last + 1) + a
+    bins = va_bins(torch.from_numpy(values)).numpy()
+    return bins[..., 0] * NUM_BINS + bins[..., 1]
 
 
 def expr_weights(expr: np.ndarray) -> np.ndarray:
@@ -58,7 +55,8 @@ def expr_weights(expr: np.ndarray) -> np.ndarray:
 
 
 def va_weights(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
-    """Sampler weight 1 / count(VA bin) over the fixed 20x20 histogram, for the `va` part."""
+    """Sampler weight 1 / count(VA bin) over the fixed 20x20 histogram (edges
+    ``linspace(-1, 1, 21)``), for the `va` part."""
     return _inverse_counts(va_bin_index(valence, arousal))
 
 

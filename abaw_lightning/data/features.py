@@ -4,6 +4,8 @@ a fixed set of augmented views (METHOD.md section 4), in one memory-mapped float
 Folder layout: ``manifest.json`` (checkpoint and its sha256, sizes, views, frame count; written
 last, with ``"complete": true``), ``frames.parquet`` (column ``image``: row number = frame id) and
 ``features.npy`` of shape [V, N, 2, 128] (axis 2: 0 = EXPR head feature, 1 = VA head feature).
+View 0 is the validation view (centre crop, unflipped) and only that; views 1.. are the training
+views, a grid of crop offsets x flips (`FeatureCache.training_views`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class View:
 
 
 def default_views(image_size: int, resize: int, offsets: int = 3, flip: bool = True) -> list[View]:
-    """View 0 = the validation view (centre crop, no flip); then `offsets` x `offsets` crop
-    positions spanning [0, resize - image_size], each without and (if `flip`) with a flip."""
+    """View 0 = the validation view (centre crop, no flip), never drawn in training; then the
+    training grid: `offsets` x `offsets` crop positions spanning [0, resize - image_size], each
+    without and (if `flip`) with a flip."""
     if resize < image_size:
         raise UserError(f"resize ({resize}) must be at least the image size ({image_size})")
     if offsets < 1:
@@ -197,6 +200,21 @@ class FeatureCache:
                 "extraction; rerun to extract again."
             )
         return ids.astype(np.int64)
+
+    def training_views(self) -> np.ndarray:
+        """View indices Int[offsets, flips] of the training grid: views 1.. by crop offset (rows)
+        and unflipped / flipped (columns; one column without flips). View 0 is not in it."""
+        by_offset: dict[tuple[int, int], dict[bool, int]] = {}
+        for index, view in enumerate(self.views[1:], start=1):
+            by_offset.setdefault((view.top, view.left), {})[view.flip] = index
+        flips = sorted({view.flip for view in self.views[1:]})
+        grid = [[flipped.get(flip, -1) for flip in flips] for flipped in by_offset.values()]
+        if not grid or len(self.views) - 1 != len(grid) * len(flips) or -1 in np.ravel(grid):
+            raise UserError(
+                f"the views of the feature cache {self.folder} are not a validation view followed "
+                "by a crop-offset x flip grid: delete the folder and rerun to extract again."
+            )
+        return np.array(grid, dtype=np.int64)
 
     def read(self, view: int, ids: np.ndarray) -> np.ndarray:
         """Features [len(ids), 2, 128] (float16) of frames `ids` in view `view`.

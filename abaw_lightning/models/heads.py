@@ -11,15 +11,22 @@ class Head(nn.Module):
     """One task head on the pooled backbone feature; also returns its 128-d feature.
 
     The feature is the activation after the second BatchNorm: the GRU stage's input.
+    ``norm_layer`` is the class of both BatchNorms.
     """
 
-    def __init__(self, in_features: int, num_outputs: int, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        dropout: float = 0.5,
+        norm_layer: type[nn.BatchNorm1d] = nn.BatchNorm1d,
+    ) -> None:
         super().__init__()
         self.embed = nn.Sequential(
-            nn.BatchNorm1d(in_features),
+            norm_layer(in_features),
             nn.Linear(in_features, HEAD_FEATURES),
             nn.ReLU(inplace=True),
-            nn.BatchNorm1d(HEAD_FEATURES),
+            norm_layer(HEAD_FEATURES),
         )
         self.classify = nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD_FEATURES, num_outputs))
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 from abaw_lightning.models.backbone import Backbone
+from abaw_lightning.models.batchnorm import norm_layers, part_statistics
 from abaw_lightning.models.heads import Head
 
 NUM_EXPR = 7
@@ -13,7 +16,12 @@ NUM_VA_LOGITS = 40
 
 
 class MultitaskCNN(nn.Module):
-    """Images -> logits ``expr`` [N, 7], ``va`` [N, 40] and head features ``*_feature`` [N, 128]."""
+    """Images -> logits ``expr`` [N, 7], ``va`` [N, 40] and head features ``*_feature`` [N, 128].
+
+    ``batchnorm``: ``per_part`` (as released) normalises each part of a training batch with its
+    own statistics when `forward` is given ``part_sizes``; ``joint`` always uses the whole batch.
+    ``layout``: the backbone's computation (None: from ``weights``, see `Backbone`).
+    """
 
     def __init__(
         self,
@@ -21,6 +29,8 @@ class MultitaskCNN(nn.Module):
         weights: str = "none",
         weights_path: str | None = None,
         dropout: float = 0.5,
+        batchnorm: str = "per_part",
+        layout: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = {
@@ -28,14 +38,20 @@ class MultitaskCNN(nn.Module):
             "weights": weights,
             "weights_path": weights_path,
             "dropout": dropout,
+            "batchnorm": batchnorm,
         }
         """The constructor's arguments: stage checkpoints record them to rebuild this network."""
-        self.backbone = Backbone(arch, weights, weights_path)
-        self.expr_head = Head(self.backbone.num_features, NUM_EXPR, dropout)
-        self.va_head = Head(self.backbone.num_features, NUM_VA_LOGITS, dropout)
+        self.batchnorm = batchnorm
+        norm1d, norm2d = norm_layers(batchnorm)
+        self.backbone = Backbone(arch, weights, weights_path, layout, norm2d)
+        self.settings["layout"] = self.backbone.layout  # resolved: the network it computes
+        self.expr_head = Head(self.backbone.num_features, NUM_EXPR, dropout, norm1d)
+        self.va_head = Head(self.backbone.num_features, NUM_VA_LOGITS, dropout, norm1d)
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        pooled = self.backbone(images)
-        expr, expr_feature = self.expr_head(pooled)
-        va, va_feature = self.va_head(pooled)
+    def forward(self, images: Tensor, part_sizes: Sequence[int] | None = None) -> dict[str, Tensor]:
+        """``part_sizes``: the batch is consecutive parts of these sizes (per-part BatchNorm)."""
+        with part_statistics(self, part_sizes):
+            pooled = self.backbone(images)
+            expr, expr_feature = self.expr_head(pooled)
+            va, va_feature = self.va_head(pooled)
         return {"expr": expr, "va": va, "expr_feature": expr_feature, "va_feature": va_feature}

@@ -81,8 +81,9 @@ def _mismatches(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
     return problems
 
 
-def load_backbone_file(backbone: nn.Module, path: str | Path, layout: str) -> None:
-    """Load a local file into ``backbone``; ``layout`` is ``torchvision`` or ``ferplus`` keys.
+def load_backbone_file(backbone: nn.Module, path: str | Path, keys: str) -> None:
+    """Load a local file into ``backbone``; ``keys`` names its key scheme: ``torchvision`` or
+    ``ferplus``.
 
     Any missing key or shape mismatch is a `UserError` naming the file and the first problems.
     """
@@ -93,13 +94,13 @@ def load_backbone_file(backbone: nn.Module, path: str | Path, layout: str) -> No
         for key, value in backbone.state_dict().items()
         if not key.endswith("num_batches_tracked") and not key.startswith("fc.")
     }
-    key_map = ferplus_key_map(backbone) if layout == "ferplus" else {key: key for key in ours}
+    key_map = ferplus_key_map(backbone) if keys == "ferplus" else {key: key for key in ours}
     problems = _mismatches({key_map[key]: value for key, value in ours.items()}, found)
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise UserError(
-            f"backbone weights file {path} does not fit a {layout}-keyed "
+            f"backbone weights file {path} does not fit a {keys}-keyed "
             f"{type(backbone).__name__}: {shown}{more}."
         )
     backbone.load_state_dict({key: found[key_map[key]] for key in ours}, strict=False)

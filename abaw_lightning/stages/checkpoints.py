@@ -8,6 +8,7 @@ import torch
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.models import MultitaskCNN, TemporalModel
+from abaw_lightning.models.backbone import default_layout
 from abaw_lightning.models.weights import load_tensors
 
 
@@ -38,6 +39,14 @@ def _load(network: torch.nn.Module, checkpoint: dict, path: Path) -> torch.nn.Mo
     return network.eval()
 
 
+def rebuild_settings(settings: dict) -> dict:
+    """The `MultitaskCNN` settings that rebuild a trained network without reading its backbone
+    weights again: ``weights: none`` but the layout those weights fixed (a FER+-trained network
+    keeps its Caffe layout; checkpoints without a ``layout`` key derive it from ``weights``)."""
+    layout = settings.get("layout") or default_layout(settings.get("weights", "none"))
+    return {**settings, "weights": "none", "weights_path": None, "layout": layout}
+
+
 def load_cnn_and_settings(path: str | Path) -> tuple[MultitaskCNN, dict]:
     """The multitask CNN of a CNN-stage checkpoint (eval mode) and the stage's hyperparameters,
     from one read of the file."""
@@ -46,7 +55,7 @@ def load_cnn_and_settings(path: str | Path) -> tuple[MultitaskCNN, dict]:
     settings = hyperparameters.get("model")
     if not isinstance(settings, dict):
         raise UserError(f"{path} has no model settings: is it a CNN-stage checkpoint?")
-    model = MultitaskCNN(**{**settings, "weights": "none", "weights_path": None})
+    model = MultitaskCNN(**rebuild_settings(settings))
     return _load(model, checkpoint, Path(path)), hyperparameters
 
 

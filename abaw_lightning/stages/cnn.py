@@ -16,20 +16,27 @@ from abaw_lightning.stages.checkpoints import load_cnn
 
 
 def forward_parts(
-    model: Callable[[Tensor], dict[str, Tensor]], batches: Parts, channels_last: bool
+    model: Callable[..., dict[str, Tensor]], batches: Parts, channels_last: bool
 ) -> dict[str, dict[str, Tensor]]:
-    """One forward pass over all parts' images together, split back into per-part outputs."""
+    """One forward pass over all parts' images together, split back into per-part outputs.
+
+    The model is told the part sizes: with ``batchnorm: per_part`` its training-mode BatchNorms
+    normalise (and update their running statistics with) each part on its own, exactly as one
+    forward per part; in eval mode, or with ``batchnorm: joint``, the sizes change nothing.
+    """
     images = torch.cat([batch["image"] for batch in batches.values()])
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    outputs = model(images)
     sizes = [len(batch["image"]) for batch in batches.values()]
+    outputs = model(images, part_sizes=sizes)
     split = {key: value.split(sizes) for key, value in outputs.items()}
     return {part: {key: split[key][i] for key in split} for i, part in enumerate(batches)}
 
 
 class CnnStage(AffectStage):
-    """The multitask CNN (given built, or as its settings) trained on image batches of the parts.
+    """The multitask CNN (given built, or as its settings) trained on image batches of the parts:
+    one forward for all parts, with per-part BatchNorm statistics unless ``model.batchnorm`` is
+    ``joint``.
 
     ``model.settings`` (how to rebuild the network), ``image_size`` and ``resize`` (the validation
     transform) are recorded in the hyperparameters so that inference rebuilds the network and crops
