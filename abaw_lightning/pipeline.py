@@ -20,7 +20,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from abaw_lightning.data.features import FeatureCache, default_views, ensure_features
@@ -28,13 +30,15 @@ from abaw_lightning.data.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.hardware import check_trainer_settings
 from abaw_lightning.quiet import quiet_wandb_logger
-from abaw_lightning.stages.callbacks import ValidationHistory
 from abaw_lightning.stages.checkpoints import read_checkpoint
 from abaw_lightning.store.identity import digest
 from abaw_lightning.store.lock import run_lock
 from abaw_lightning.store.plan import PlannedRun, make_plan, print_plan
 from abaw_lightning.store.runs import RunDir, write_json, write_view
 from abaw_lightning.store.views import view_name
+from abaw_lightning.training.callbacks import SaveOnInterrupt, ValidationHistory
+from abaw_lightning.training.checkpoint_io import remove_temporary_files
+from abaw_lightning.training.resume import resume_checkpoint
 from abaw_lightning.validation import predict_validation, write_predictions
 
 console = Console(soft_wrap=True)
@@ -230,11 +234,18 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
         logger=logger if logger is not None else False,
         default_root_dir=str(run.dir.root),
     )
-    resume = run.dir.last if run.dir.last.is_file() else None
+    for path in (
+        *remove_temporary_files(run.dir.checkpoints),
+        *remove_temporary_files(run.dir.root),
+    ):
+        console.print(f"removed {path}, left by a process that died while writing it")
+    resume = resume_checkpoint(run.dir, _warn)
     verb = f"resuming from {resume}" if resume else "starting"
     console.print(f"[bold]{run.name}[/] (seed {cfg.seed}): {verb}", highlight=False)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        _stopped(cfg, run, callbacks)
     finally:
         _finish_wandb()
     history, epochs, global_step = _fit_record(run.dir, trainer, callbacks["history"])
@@ -248,6 +259,29 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
     predictions = predict_validation(trainer, module, datamodule, best_path)
     write_predictions(predictions, run.dir.predictions)
     return _write_metrics(run.dir, history, best_path, epochs, global_step)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+
+def _stopped(cfg: DictConfig, run: PlannedRun, callbacks: dict[str, pl.Callback]) -> None:
+    """A SIGTERM or Ctrl-C stopped the fit: say what was saved and how to resume; exit 128 + n."""
+    stop = next(
+        (c.interrupted for c in callbacks.values() if isinstance(c, SaveOnInterrupt)), None
+    ) or {"signal": "SIGTERM", "step": None, "saved": False}
+    saved = (
+        f"saved {stop['path']} at step {stop['step']}"
+        if stop["saved"]
+        else "kept the last checkpoint (stopped during validation)"
+    )
+    console.print(
+        f"[yellow]{run.name} (seed {cfg.seed}) stopped by {stop['signal']}[/]: {escape(saved)}; "
+        "run the same command again to resume it",
+        highlight=False,
+    )
+    signal_number = 2 if stop["signal"] == "SIGINT" else 15
+    raise SystemExit(128 + signal_number)
 
 
 def _fit_record(

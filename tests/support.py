@@ -3,6 +3,7 @@ process, and callbacks that crash or record a fit (added through `+callbacks.<na
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -117,4 +118,55 @@ def crash_at(epoch: int) -> list[str]:
         "+callbacks.crash._target_=support.CrashAtEpoch",
         f"+callbacks.crash.epoch={epoch}",
         TEST_CALLBACKS,
+    ]
+
+
+class SimulatedKill(BaseException):
+    """Stands for a kill -9 at a chosen moment: nothing of the process runs after it (it is no
+    Exception, so no handler of the project's catches it)."""
+
+
+class KillAt(pl.Callback):
+    """Dies at one moment of a fit: ``phase`` ``batch`` (after a training step), ``validation``
+    (before an epoch's validation: the end-of-epoch window), ``in_validation`` (after the first
+    validation batch) or ``in_save`` (half-way through writing a checkpoint), at ``step``."""
+
+    def __init__(self, step: int, phase: str) -> None:
+        self.step, self.phase = step, phase
+
+    def _due(self, trainer, phase: str) -> bool:
+        return self.phase == phase and trainer.global_step == self.step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._due(trainer, "batch"):
+            raise SimulatedKill(f"killed after step {self.step}")
+        if self._due(trainer, "in_save"):
+            from abaw_lightning.training import checkpoint_io
+
+            real = checkpoint_io.torch.save
+
+            def dying_save(obj, file):
+                checkpoint_io.torch.save = real
+                buffer = io.BytesIO()
+                real(obj, buffer)
+                file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                raise SimulatedKill(f"killed while writing a checkpoint at step {self.step}")
+
+            checkpoint_io.torch.save = dying_save
+
+    def on_validation_start(self, trainer, pl_module):
+        if self._due(trainer, "validation"):
+            raise SimulatedKill(f"killed before the validation at step {self.step}")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+        if self._due(trainer, "in_validation"):
+            raise SimulatedKill(f"killed during the validation at step {self.step}")
+
+
+def kill_at(step: int, phase: str) -> list[str]:
+    return [
+        "+callbacks.kill._target_=support.KillAt",
+        f"+callbacks.kill.step={step}",
+        f"+callbacks.kill.phase={phase}",
+        "key_ignores=[callbacks.kill,callbacks.record]",
     ]

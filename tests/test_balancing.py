@@ -11,7 +11,6 @@ from abaw_lightning.data.balancing import (
     expr_weights,
     va_bin_index,
     va_weights,
-    weighted_sampler,
 )
 from abaw_lightning.losses import va_bins
 
@@ -88,52 +87,3 @@ def test_expr_va_weights_hand_computed():
     np.testing.assert_allclose(
         expr_va_weights(expr, VAL, ARO), [0.5, 0.5, 5 / 12, 5 / 12, 2 / 3, 1.0]
     )
-
-
-def _frequencies(values: np.ndarray, sampler) -> np.ndarray:
-    drawn = values[np.fromiter(iter(sampler), dtype=np.int64)]
-    _, counts = np.unique(drawn, return_counts=True)
-    return counts / counts.sum()
-
-
-def test_sampler_flattens_class_frequencies():
-    expr = np.repeat([0, 4, 1, 3], [700, 200, 90, 10])
-    n = 20_000
-    flat = _frequencies(expr, weighted_sampler(expr_weights(expr), num_samples=n, seed=3))
-    np.testing.assert_allclose(flat, 0.25, atol=0.025)
-    skewed = _frequencies(expr, weighted_sampler(np.ones(len(expr)), num_samples=n, seed=3))
-    assert skewed.max() > 0.65 and skewed.min() < 0.02
-
-
-def test_sampler_flattens_va_bin_frequencies():
-    counts = [600, 300, 80, 20]
-    val = np.repeat(np.array([-0.95, -0.05, 0.45, 0.97], dtype=np.float32), counts)
-    aro = np.repeat(np.array([0.55, -0.75, 0.15, 1.0], dtype=np.float32), counts)
-    bins = va_bin_index(val, aro)
-    flat = _frequencies(bins, weighted_sampler(va_weights(val, aro), num_samples=20_000))
-    np.testing.assert_allclose(flat, 0.25, atol=0.025)
-    skewed = _frequencies(bins, weighted_sampler(np.ones(len(bins)), num_samples=20_000))
-    assert skewed.max() > 0.55
-
-
-def test_sampler_defaults_and_seed_reproducibility():
-    weights = np.linspace(0.1, 1.0, 50)
-    sampler = weighted_sampler(weights)
-    assert len(sampler) == 50 and sampler.replacement
-    first = list(weighted_sampler(weights, seed=7))
-    assert first == list(weighted_sampler(weights, seed=7))
-    assert first != list(weighted_sampler(weights, seed=8))
-    assert all(0 <= i < 50 for i in first)
-
-
-def test_sampler_draws_depend_on_seed_and_epoch_only():
-    weights = np.ones(50)
-    sampler = weighted_sampler(weights, seed=3)
-    sampler.set_epoch(4)
-    epoch_4 = list(sampler)
-    sampler.set_epoch(5)
-    epoch_5 = list(sampler)
-    resumed = weighted_sampler(weights, seed=3)
-    resumed.set_epoch(4)
-    assert list(resumed) == epoch_4
-    assert epoch_5 != epoch_4

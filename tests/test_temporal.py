@@ -62,7 +62,8 @@ def test_gru_teacher_and_student_train_from_the_cache(prepared, cnn_runs, tmp_pa
     student_run = view_run(runs, "demo", 0, "cnn_student")
     (cache,) = (student_run / "features").glob("*/manifest.json")  # one cache for both GRU stages
     manifest = json.loads(cache.read_text())
-    assert Path(manifest["checkpoint"]) == student_run / results["cnn_student"]["best_checkpoint"]
+    checkpoint = (cache.parent / manifest["checkpoint"]).resolve()  # relative to the cache
+    assert checkpoint == student_run / results["cnn_student"]["best_checkpoint"]
     for stage in ("gru_teacher", "gru_student"):
         assert results[stage]["epochs"] == 2
         assert set(results[stage]["best"]) >= {"val/total", "val/ccc_v", "val/expr_f1"}

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from abaw_lightning.data.samplers import Draw, ShuffledEpochSampler
 from abaw_lightning.data.transforms import default_resize, train_transform, val_transform
 
 
@@ -95,29 +96,26 @@ def test_window_draw_uses_same_offset_and_flip_for_different_frames():
 
 
 class _Repeated(Dataset):
-    """The same image n times through a transform: any difference comes from the augmentation."""
+    """The same image for every draw: any difference comes from the augmentation."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self) -> None:
         self.image = _image(16, 16, seed=6)
         self.transform = train_transform(size=12, resize=16, seed=0)
 
     def __len__(self) -> int:
-        return self.n
+        return 8
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(self.transform(self.image))
+    def __getitem__(self, item: Draw) -> torch.Tensor:
+        return torch.from_numpy(self.transform(self.image, item.seed))
 
 
-def _worker_outputs(seed: int) -> list[bytes]:
-    torch.manual_seed(seed)
-    loader = DataLoader(_Repeated(8), batch_size=1, num_workers=2)
+def _outputs(workers: int) -> list[bytes]:
+    sampler = ShuffledEpochSampler(8, seed=11, part="expr")
+    loader = DataLoader(_Repeated(), batch_size=1, sampler=sampler, num_workers=workers)
     return [batch[0].numpy().tobytes() for batch in loader]
 
 
-def test_workers_reseed_and_stay_reproducible():
-    outs = _worker_outputs(11)
-    # batch 2k comes from worker 0, batch 2k+1 from worker 1: without reseeding both workers
-    # would start from the same copied generator state and repeat each other's crops.
-    assert outs[0::2] != outs[1::2]
-    assert outs == _worker_outputs(11)
+def test_each_sample_seed_decides_its_draw_whichever_worker_reads_it():
+    outs = _outputs(0)
+    assert len(set(outs)) > 2  # the samples' seeds differ: so do their crops
+    assert _outputs(2) == outs  # two workers, each with its own copy of the pipeline: the same

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
 
 from abaw_lightning.losses import NUM_BINS, va_bins
 
@@ -64,29 +63,3 @@ def expr_va_weights(expr: np.ndarray, valence: np.ndarray, arousal: np.ndarray) 
     """Sampler weight (1/count(class) + 1/count(VA bin)) / max, for the `expr_va` part."""
     weights = expr_weights(expr) + va_weights(valence, arousal)
     return weights / weights.max() if len(weights) else weights
-
-
-class EpochWeightedSampler(WeightedRandomSampler):
-    """A `WeightedRandomSampler` whose draws depend on (seed, epoch) only.
-
-    Lightning calls `set_epoch` at the start of every epoch, so a resumed run draws the same rows
-    in its later epochs as an uninterrupted one.
-    """
-
-    def __init__(self, weights: torch.Tensor, num_samples: int, seed: int) -> None:
-        super().__init__(weights, num_samples, replacement=True, generator=torch.Generator())
-        self.seed = seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
-
-
-def weighted_sampler(
-    weights: np.ndarray, num_samples: int | None = None, seed: int = 0
-) -> EpochWeightedSampler:
-    """Draw rows with replacement in proportion to `weights`, from its own seeded generator."""
-    weights_t = torch.tensor(np.asarray(weights, dtype=np.float64))
-    return EpochWeightedSampler(
-        weights_t, len(weights_t) if num_samples is None else num_samples, seed
-    )

@@ -7,19 +7,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from abaw_lightning.data.balancing import weighted_sampler
 from abaw_lightning.data.datasets import (
     PART_COLUMNS,
     FrameDataset,
     check_table,
     load_table,
     passthrough_collate,
+    single_threaded_opencv,
 )
 from abaw_lightning.data.feature_windows import FeatureWindowDataset
 from abaw_lightning.data.features import FeatureCache
+from abaw_lightning.data.samplers import (
+    EpochSampler,
+    ResumableLoader,
+    ShuffledEpochSampler,
+    WeightedEpochSampler,
+)
 from abaw_lightning.data.transforms import train_transform, val_transform
 from abaw_lightning.data.windows import WindowDataset, eval_windows, gru_parts, train_windows
 from abaw_lightning.errors import UserError
@@ -69,22 +76,27 @@ class _Loaders(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
 
-    def _loader(
-        self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None, shuffle=False
-    ) -> DataLoader:
+    def _settings(self, dataset: Dataset) -> dict:
+        if self.num_workers > 0:
+            single_threaded_opencv()  # in this process, before the workers fork
         batched = hasattr(dataset, "__getitems__")
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=shuffle,
-            collate_fn=passthrough_collate if batched else None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            prefetch_factor=self.prefetch_factor,
-            drop_last=sampler is not None or shuffle,
-        )
+        return {
+            "collate_fn": passthrough_collate if batched else None,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "prefetch_factor": self.prefetch_factor,
+        }
+
+    def _train_loader(self, dataset: Dataset, sampler: EpochSampler, batch_size: int):
+        """A part's training loader: full batches of the sampler's draws, resumable mid-epoch."""
+        settings = self._settings(dataset)
+        return ResumableLoader(dataset, sampler, batch_size, drop_last=True, **settings)
+
+    def _val_loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        """A validation loader: every frame in order (its own generator for worker seeds)."""
+        generator = torch.Generator().manual_seed(0)
+        return DataLoader(dataset, batch_size, generator=generator, **self._settings(dataset))
 
 
 class CnnDataModule(_Loaders):
@@ -135,8 +147,8 @@ class CnnDataModule(_Loaders):
             tables = {part: self._part(part) for part in self.parts}
             sizes = {part: len(table) for part, table in tables.items()}
             check_batches(sizes, self.batch_size, "rows", "data.batch_size")
-            for index, (part, table) in enumerate(tables.items()):
-                augment = train_transform(self.image_size, self.resize, seed=self.seed + index)
+            for part, table in tables.items():
+                augment = train_transform(self.image_size, self.resize)
                 self.train_sets[part] = FrameDataset(table, self.root, augment, f"parts/{part}")
                 self.train_weights[part] = table["weight"].to_numpy()
 
@@ -149,17 +161,17 @@ class CnnDataModule(_Loaders):
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {
-            part: self._loader(
+            part: self._train_loader(
                 dataset,
+                WeightedEpochSampler(self.train_weights[part], self.seed, part),
                 self.batch_size,
-                weighted_sampler(self.train_weights[part], seed=self.seed * 10 + index),
             )
-            for index, (part, dataset) in enumerate(self.train_sets.items())
+            for part, dataset in self.train_sets.items()
         }
         return CombinedLoader(loaders, mode="min_size")
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(dataset, self.val_batch_size, None) for dataset in self.val_sets]
+        return [self._val_loader(dataset, self.val_batch_size) for dataset in self.val_sets]
 
 
 class GruDataModule(_Loaders):
@@ -201,12 +213,12 @@ class GruDataModule(_Loaders):
         self.train_sets: dict[str, Dataset] = {}
         self.val_sets: list[Dataset] = []
 
-    def _windows(self, table, windows, score_mask, train: bool, seed: int = 0) -> Dataset:
+    def _windows(self, table, windows, score_mask, train: bool) -> Dataset:
         if self.features is not None:
             cache = FeatureCache.open(self.features)
             return FeatureWindowDataset(cache, table, windows, score_mask, augment=train)
         transform = (
-            train_transform(self.image_size, self.resize, seed=seed)
+            train_transform(self.image_size, self.resize)
             if train
             else val_transform(self.image_size, self.resize)
         )
@@ -227,10 +239,8 @@ class GruDataModule(_Loaders):
             windows = {part: self._train_windows(part, tables[part]) for part in self.tasks}
             sizes = {part: len(rows) for part, rows in windows.items()}
             check_batches(sizes, self.batch_size, "windows", "data.windows.batch_size")
-            for index, part in enumerate(self.tasks):
-                self.train_sets[part] = self._windows(
-                    tables[part], windows[part], None, train=True, seed=self.seed + index
-                )
+            for part in self.tasks:
+                self.train_sets[part] = self._windows(tables[part], windows[part], None, train=True)
 
     def _train_windows(self, part: str, frames: pd.DataFrame) -> np.ndarray:
         windows = train_windows(frames, self.length, self.train_stride)
@@ -247,10 +257,12 @@ class GruDataModule(_Loaders):
 
     def train_dataloader(self) -> CombinedLoader:
         loaders = {
-            part: self._loader(dataset, self.batch_size, shuffle=True)
+            part: self._train_loader(
+                dataset, ShuffledEpochSampler(len(dataset), self.seed, part), self.batch_size
+            )
             for part, dataset in self.train_sets.items()
         }
         return CombinedLoader(loaders, mode="min_size")
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(dataset, self.val_batch_size) for dataset in self.val_sets]
+        return [self._val_loader(dataset, self.val_batch_size) for dataset in self.val_sets]

@@ -10,10 +10,11 @@ import pandas as pd
 import pyarrow as pa
 import torch
 from pandas.api.types import is_float_dtype, is_integer_dtype, is_string_dtype
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from abaw_lightning.data.manifest import check_prepared
 from abaw_lightning.data.prepared import prepare_command, read_prepared_image
+from abaw_lightning.data.samplers import Draw
 from abaw_lightning.data.transforms import SeededTransform
 from abaw_lightning.errors import UserError
 
@@ -133,15 +134,16 @@ def check_table(
     return table
 
 
-_OPENCV_THREADS_SET = False
+def single_threaded_opencv() -> None:
+    """One OpenCV thread per process, set in the parent before DataLoader workers fork (the
+    workers are the parallelism). Set in a forked worker instead, it can hang for good: the
+    child inherits the parent's OpenCV thread pool without its threads."""
+    cv2.setNumThreads(1)
 
 
-def _single_threaded_opencv() -> None:
-    """One OpenCV thread per DataLoader worker: the workers are the parallelism."""
-    global _OPENCV_THREADS_SET
-    if not _OPENCV_THREADS_SET and get_worker_info() is not None:
-        cv2.setNumThreads(1)
-        _OPENCV_THREADS_SET = True
+def draw(item: int | Draw) -> tuple[int, int | None]:
+    """(row, augmentation seed) of a sampler item: a training `Draw`, or a plain row index."""
+    return (item.row, item.seed) if isinstance(item, Draw) else (int(item), None)
 
 
 def passthrough_collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -161,7 +163,6 @@ class LabelledRows:
 
     def read(self, row: int) -> np.ndarray:
         """The RGB uint8 crop of one row; an unreadable one names the row and what fixes it."""
-        _single_threaded_opencv()
         where = f"row {row} of {self.root / self.name}.parquet" if self.name else ""
         return read_prepared_image(self.root, self.images[row], where)
 
@@ -191,26 +192,29 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows.images)
 
-    def _image(self, index: int) -> np.ndarray:
-        image = self.rows.read(index)
-        return image if self.transform is None else self.transform(image)
+    def _image(self, row: int, seed: int | None) -> np.ndarray:
+        image = self.rows.read(row)
+        return image if self.transform is None else self.transform(image, seed)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int | Draw) -> dict[str, torch.Tensor]:
+        row, seed = draw(item)
         return {
-            "image": to_chw(self._image(index)),
-            "expr": torch.tensor(self.rows.expr[index]),
-            "va": torch.from_numpy(self.rows.va[index].copy()),
+            "image": to_chw(self._image(row, seed)),
+            "expr": torch.tensor(self.rows.expr[row]),
+            "va": torch.from_numpy(self.rows.va[row].copy()),
         }
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, items: list[int | Draw]) -> dict[str, torch.Tensor]:
         """A whole batch at once (the DataLoader's batched fetch; use `passthrough_collate`).
 
         One stack instead of per-sample tensors and collation; the images come out
         channels_last (a [B, H, W, C] array viewed as [B, C, H, W]), the model's layout.
         """
-        images = np.stack([self._image(index) for index in indices])
+        rows, seeds = zip(*map(draw, items), strict=True)
+        rows = list(rows)
+        images = np.stack([self._image(row, seed) for row, seed in zip(rows, seeds, strict=True)])
         return {
             "image": torch.from_numpy(images).permute(0, 3, 1, 2),
-            "expr": torch.from_numpy(self.rows.expr[indices]),
-            "va": torch.from_numpy(self.rows.va[indices]),
+            "expr": torch.from_numpy(self.rows.expr[rows]),
+            "va": torch.from_numpy(self.rows.va[rows]),
         }

@@ -7,14 +7,16 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from abaw_lightning.data.datasets import draw
 from abaw_lightning.data.features import FeatureCache
+from abaw_lightning.data.samplers import Draw
 
 
-def draw_view(grid: np.ndarray, generator: torch.Generator | None = None) -> int:
+def draw_view(grid: np.ndarray, generator: np.random.Generator) -> int:
     """One training view of a window (METHOD.md §4): a crop offset uniform over the grid's rows
     and, independently, a column: a flip with probability 1/2 (never, with one column)."""
-    offset = int(torch.randint(grid.shape[0], (), generator=generator))
-    flip = int(torch.randint(grid.shape[1], (), generator=generator))
+    offset = int(generator.integers(grid.shape[0]))
+    flip = int(generator.integers(grid.shape[1]))
     return int(grid[offset, flip])
 
 
@@ -22,8 +24,8 @@ class FeatureWindowDataset(Dataset):
     """One window per item: features float16 [T,2,128], expr Long[T], va Float[T,2], mask Bool[T].
 
     Training windows draw one cached training view per window and epoch (the same crop offset and
-    flip for all its frames, `draw_view`) from the worker's seeded torch generator; evaluation
-    windows read view 0, the validation view, which training never draws.
+    flip for all its frames, `draw_view`) from the sample's seed (the sampler's `Draw`);
+    evaluation windows read view 0, the validation view, which training never draws.
     """
 
     def __init__(
@@ -44,8 +46,11 @@ class FeatureWindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        view = 0 if self.training_views is None else draw_view(self.training_views)
+    def __getitem__(self, item: int | Draw) -> dict[str, torch.Tensor]:
+        index, seed = draw(item)
+        view = 0
+        if self.training_views is not None:
+            view = draw_view(self.training_views, np.random.default_rng(seed))
         return {
             "features": torch.from_numpy(self.cache.read(view, self.ids[index])),
             "expr": torch.from_numpy(self.expr[index]),

@@ -312,7 +312,7 @@ def ensure_features(
     if not len(images):
         raise UserError(f"the tables {list(tables)} of {prepared_root} hold no frames")
     manifest = {
-        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint": os.path.relpath(checkpoint.resolve(), folder.resolve()),
         "checkpoint_sha256": checkpoint_sha256(checkpoint),
         "image_size": image_size,
         "resize": resize,

@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from abaw_lightning.data.datasets import LabelledRows
+from abaw_lightning.data.datasets import LabelledRows, draw
+from abaw_lightning.data.samplers import Draw
 from abaw_lightning.data.transforms import SeededTransform
 
 LENGTH = 32
@@ -101,12 +102,13 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int | Draw) -> dict[str, torch.Tensor]:
+        index, seed = draw(item)
         rows = self.windows[index]
         unique, inverse = np.unique(rows, return_inverse=True)  # padding rows are read once
         frames = np.stack([self.rows.read(r) for r in unique])[inverse]
         if self.transform is not None:
-            frames = self.transform.frames(frames)
+            frames = self.transform.frames(frames, seed)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))),
             "expr": torch.from_numpy(self.rows.expr[rows]),

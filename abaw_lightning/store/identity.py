@@ -40,6 +40,8 @@ NON_RESULT_KEYS: dict[str, str] = {
     "trainer.devices": "the device count: the effective batch (devices x batch size) is in the key",
     "trainer.num_nodes": "as devices",
     "trainer.strategy": "as devices",
+    "trainer.use_distributed_sampler": "who shards the data under DDP",
+    "trainer.plugins": "how checkpoints are written",
     "trainer.benchmark": "cuDNN algorithm choice",
     "trainer.deterministic": "deterministic algorithm choice",
     "trainer.log_every_n_steps": "logging",
@@ -54,6 +56,10 @@ NON_RESULT_KEYS: dict[str, str] = {
     "callbacks.history": "bookkeeping",
     "callbacks.lr_monitor": "logging",
     "callbacks.quiet": "console filters",
+    "callbacks.rng": "restores the random state of a resumed run",
+    "callbacks.interrupt": "saves a checkpoint when the run is stopped",
+    "callbacks.epoch_line": "console",
+    "callbacks.resume_loggers": "logging",
 }
 """Config paths (``stage.`` = the stage's node, ``trainer.``, ``callbacks.``; ``*`` matches one
 level) that never change a stage's result, with the reason. Everything else is in the key; a
