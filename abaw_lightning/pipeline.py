@@ -9,6 +9,7 @@ only orders the stages, skips complete runs, resumes interrupted ones and record
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -186,9 +187,9 @@ def _callbacks(cfg: DictConfig) -> dict[str, pl.Callback]:
 
 
 def _finish_wandb() -> None:
-    import wandb
-
-    if wandb.run is not None:
+    """Close this process's W&B run, if W&B was used at all (it need not be installed)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
         wandb.finish()
 
 
