@@ -4,10 +4,10 @@ pass instead, checked on the configs as composed (GPUs simulated where the test 
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from lightning_fabric.utilities.exceptions import MisconfigurationException
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from abaw_lightning import hardware
@@ -84,6 +84,5 @@ def test_more_gpus_than_the_machine_has(monkeypatch):
     torch.cuda.is_available() or torch.backends.mps.is_available(), reason="needs no GPU"
 )
 def test_lightning_fails_where_the_check_refuses_a_gpu(tmp_path):
-    with pytest.raises(MisconfigurationException, match="No supported gpu backend"):
-        settings = {k: v for k, v in trainer_settings("trainer=gpu").items() if k != "_target_"}
-        pl.Trainer(**settings, default_root_dir=tmp_path)
+    with pytest.raises(InstantiationException, match="No supported gpu backend"):
+        instantiate(trainer_settings("trainer=gpu"), default_root_dir=str(tmp_path))

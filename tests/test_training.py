@@ -57,6 +57,8 @@ def test_teacher_then_student_train_validate_and_write_artifacts(prepared, tmp_p
         assert saved["best_checkpoint"] == "checkpoints/best.ckpt"  # relative to the run
         assert saved["epochs"] == 2
         assert [entry["epoch"] for entry in saved["history"]] == [0, 1]
+        last = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["global_step"] == saved["global_step"]  # the end state, even without progress
         best = max(saved["history"], key=lambda entry: entry["val/total"])
         assert saved["best"] == best
         expected_total = best["val/expr_score"] + best["val/ccc_v"] + best["val/ccc_a"]

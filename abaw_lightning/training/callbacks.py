@@ -74,17 +74,24 @@ class ValidationHistory(pl.Callback):
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` steps, except on an epoch's last batch.
+    """``last.ckpt`` at the end of every epoch, and every ``every_n_train_steps`` steps except on
+    an epoch's last batch.
 
-    A checkpoint taken there, before the epoch's validation, resumes as an epoch that is over:
-    Lightning then never validates it (and a second interruption adds steps). The end of an
-    epoch is saved after its validation instead, by the best-checkpoint callback.
+    A checkpoint taken on that batch, before the epoch's validation, resumes as an epoch that is
+    over: Lightning then never validates it (and a second interruption adds steps). The end of
+    an epoch is saved where Lightning saves its own epoch checkpoints, at the epoch's end after
+    validation and early stopping. (Lightning's ``save_last`` writes only when a best checkpoint
+    is written, so an epoch without progress would leave last.ckpt behind.)
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx + 1 >= trainer.num_training_batches:
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.dirpath is not None:
+            self._save_checkpoint(trainer, os.path.join(self.dirpath, f"{self.filename}.ckpt"))
 
 
 class SaveOnInterrupt(pl.Callback):
