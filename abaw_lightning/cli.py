@@ -10,16 +10,17 @@ from abaw_lightning.errors import UserError, print_user_error
 from abaw_lightning.quiet import quiet_libraries
 
 COMMANDS = {
-    "synth": ("abaw_lightning.data.synth", "write the four datasets in their real formats"),
-    "prepare": ("abaw_lightning.data.prepare", "build the training parts from the real datasets"),
-    "demo": ("abaw_lightning.demo", "synthetic data -> prepare -> the four stages -> a table"),
-    "plan": ("abaw_lightning.store.plan_command", "what abaw-train would train, resume, reuse"),
-    "report": ("abaw_lightning.report.command", "mean +/- std over seeds: table and plots"),
-    "runs": ("abaw_lightning.store.runs_command", "the stage store: disk use, dropping caches"),
-    "predict": ("abaw_lightning.predict", "test submissions, or per-frame CSVs of videos/images"),
-    "export": ("abaw_lightning.export", "the CNN (and GRU) as ONNX or TorchScript, verified"),
+    "synth": ("data.synth.synth_command", "write the four datasets in their real formats"),
+    "prepare": ("data.ingest.prepare_command", "build the training parts from the real datasets"),
+    "demo": ("demo", "synthetic data -> prepare -> the four stages -> a table"),
+    "plan": ("store.plan_command", "what abaw-train would train, resume, reuse"),
+    "report": ("report.report_command", "mean +/- std over seeds: table and plots"),
+    "runs": ("store.runs_command", "the stage store: disk use, dropping caches"),
+    "predict": ("inference.predict_command", "test submissions, or per-frame CSVs of videos"),
+    "export": ("inference.export_command", "the CNN (and GRU) as ONNX or TorchScript, verified"),
 }
-"""Subcommand -> (module defining `add_arguments(parser)` and `run(args) -> int`, help)."""
+"""Subcommand -> (module under abaw_lightning defining `add_arguments(parser)` and
+`run(args) -> int`, help): each command lives beside the package whose work it runs."""
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -29,7 +30,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         if argv[:1] == [name]:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"abaw_lightning.{module_name}")
             module.add_arguments(command)
             command.set_defaults(run=module.run)
     return parser

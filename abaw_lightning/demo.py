@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synthesize_and_prepare(out: Path, seed: int, scale: str = "small") -> Path:
     """The synthetic datasets (kept if already there) and their prepared folder."""
-    from abaw_lightning.data.prepare import prepare
+    from abaw_lightning.data.ingest.prepare import prepare
     from abaw_lightning.data.synth import generate
 
     synth = out / "synth"

@@ -26,21 +26,23 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from abaw_lightning.data.features import FeatureCache, default_views, ensure_features
-from abaw_lightning.data.transforms import default_resize
+from abaw_lightning.data.loading.feature_cache import FeatureCache, default_views
+from abaw_lightning.data.loading.transforms import default_resize
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import write_json_atomic
 from abaw_lightning.hardware import check_trainer_settings
+from abaw_lightning.models.checkpoints import read_checkpoint
 from abaw_lightning.quiet import quiet_wandb_logger
-from abaw_lightning.stages.checkpoints import read_checkpoint
+from abaw_lightning.stages.features import ensure_features
+from abaw_lightning.stages.predictions import predict_validation, write_predictions
 from abaw_lightning.store.identity import digest
 from abaw_lightning.store.lock import run_lock
 from abaw_lightning.store.plan import PlannedRun, make_plan, print_plan
-from abaw_lightning.store.runs import RunDir, write_json, write_view
+from abaw_lightning.store.runs import RunDir, write_view
 from abaw_lightning.store.views import view_name
 from abaw_lightning.training.callbacks import SaveOnInterrupt, ValidationHistory
 from abaw_lightning.training.checkpoint_io import remove_temporary_files
 from abaw_lightning.training.resume import resume_checkpoint
-from abaw_lightning.validation import predict_validation, write_predictions
 
 console = Console(soft_wrap=True)
 MONITOR = "val/total"
@@ -222,7 +224,7 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
     _set_run(cfg, run, view)
     if not run.dir.identity.is_file():
         OmegaConf.save(cfg, run.dir.config, resolve=True)
-        write_json(run.dir.identity, run.identity())
+        write_json_atomic(run.dir.identity, run.identity())
     logger = _build(cfg.logger, "logger") if cfg.get("logger") is not None else None
     if isinstance(logger, WandbLogger):
         logger = quiet_wandb_logger(logger)
@@ -313,6 +315,6 @@ def _write_metrics(
         "wall_seconds": round(history.wall_seconds, 3),
         "history": history.epochs,
     }
-    write_json(run.metrics, result)
+    write_json_atomic(run.metrics, result)
     console.print(f"[green]✓[/] {run.kind} {run.key}: best {MONITOR} {best[MONITOR]:.4f}")
     return result

@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from abaw_lightning.data.image_files import frame_problem
-from abaw_lightning.data.pool import map_with_progress
+from abaw_lightning.data.ingest.image_files import frame_problem
+from abaw_lightning.data.ingest.pool import map_with_progress
 from abaw_lightning.data.synth.faces import Affect, random_identity
 from abaw_lightning.data.synth.scenes import CROP, background, render_crop
 

@@ -45,10 +45,11 @@ from rich.table import Table
 from synthetic_prepared import Sizes, write_prepared
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from abaw_lightning.data.datamodules import PARTS, CnnDataModule, GruDataModule
-from abaw_lightning.data.features import default_views, ensure_features
+from abaw_lightning.data.loading.datamodules import PARTS, CnnDataModule, GruDataModule
+from abaw_lightning.data.loading.feature_cache import default_views
 from abaw_lightning.models import MultitaskCNN, TemporalModel
 from abaw_lightning.stages import CnnStudent, CnnTeacher, GruStudent, GruTeacher
+from abaw_lightning.stages.features import ensure_features
 
 console = Console(soft_wrap=True, width=110)  # the device reply keeps the last 12,000 chars
 OPTIMIZER = {"lr": 1e-4, "betas": [0.5, 0.999]}

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from abaw_lightning.data.balancing import expr_va_weights, expr_weights, va_weights
+from abaw_lightning.data.ingest.balancing import expr_va_weights, expr_weights, va_weights
 
 SIZE = 32
 NAN = float("nan")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from abaw_lightning.data.balancing import (
+from abaw_lightning.data.ingest.balancing import (
     decimate_every,
     decimate_expr,
     expr_va_weights,

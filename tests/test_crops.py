@@ -13,7 +13,7 @@ import fixtures_formats as ff
 import numpy as np
 import pytest
 
-from abaw_lightning.data.crops import (
+from abaw_lightning.data.ingest.crops import (
     CROP_MAX,
     CROP_MIN,
     CropJob,
@@ -23,9 +23,9 @@ from abaw_lightning.data.crops import (
     landmark_square,
     make_crops,
 )
-from abaw_lightning.data.prepare import read_and_crop
-from abaw_lightning.data.readers import Skipped
-from abaw_lightning.data.transforms import RESIZE
+from abaw_lightning.data.ingest.prepare import read_and_crop
+from abaw_lightning.data.ingest.readers import Skipped
+from abaw_lightning.data.loading.transforms import RESIZE
 
 
 def spot_centres(image: np.ndarray) -> list[tuple[float, float]]:

@@ -22,15 +22,14 @@ from torch.utils.data import DataLoader
 
 from abaw_lightning import pipeline
 from abaw_lightning.cli import main as abaw
-from abaw_lightning.data.datamodules import CnnDataModule, GruDataModule
-from abaw_lightning.data.datasets import FrameDataset, load_table, passthrough_collate
-from abaw_lightning.data.feature_windows import FeatureWindowDataset
-from abaw_lightning.data.features import FeatureCache
-from abaw_lightning.data.images import read_image
-from abaw_lightning.data.prepare import prepare
-from abaw_lightning.data.prepared import prepare_command
+from abaw_lightning.data.ingest.prepare import prepare
+from abaw_lightning.data.loading.datamodules import CnnDataModule, GruDataModule
+from abaw_lightning.data.loading.datasets import FrameDataset, load_table, passthrough_collate
+from abaw_lightning.data.loading.feature_cache import FeatureCache
+from abaw_lightning.data.loading.feature_windows import FeatureWindowDataset
+from abaw_lightning.data.loading.images import prepare_command, read_image
+from abaw_lightning.data.loading.windows import eval_windows
 from abaw_lightning.data.synth import generate
-from abaw_lightning.data.windows import eval_windows
 from abaw_lightning.errors import UserError
 from abaw_lightning.stages.base import NonFiniteLossError
 from abaw_lightning.train import CONFIG_DIR

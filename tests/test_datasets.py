@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from abaw_lightning.data.datasets import FrameDataset, load_table, passthrough_collate
-from abaw_lightning.data.images import read_image
-from abaw_lightning.data.transforms import train_transform, val_transform
+from abaw_lightning.data.loading.datasets import FrameDataset, load_table, passthrough_collate
+from abaw_lightning.data.loading.images import read_image
+from abaw_lightning.data.loading.transforms import train_transform, val_transform
 from abaw_lightning.errors import UserError
 
 # (image, source, video, frame, expr, valence, arousal, BGR colour written)

@@ -18,7 +18,8 @@ from test_predict import write_checkpoints
 
 from abaw_lightning import EXPR_CLASSES
 from abaw_lightning.cli import main
-from abaw_lightning.export import (
+from abaw_lightning.inference.detection import crop_face
+from abaw_lightning.inference.export import (
     CHECK_BATCH,
     METADATA_FILE,
     TOLERANCE,
@@ -27,9 +28,8 @@ from abaw_lightning.export import (
     export_models,
     gru_path,
 )
-from abaw_lightning.inference.detection import crop_face
 from abaw_lightning.inference.predictor import Predictor
-from abaw_lightning.stages.checkpoints import load_cnn, load_temporal
+from abaw_lightning.models.checkpoints import load_cnn, load_temporal
 
 
 @pytest.fixture(scope="module")

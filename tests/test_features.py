@@ -16,22 +16,22 @@ import torch
 from prepared_data import write_prepared
 from torch.utils.data import DataLoader, Dataset
 
-from abaw_lightning.data.datasets import load_table, to_chw
-from abaw_lightning.data.feature_windows import FeatureWindowDataset
-from abaw_lightning.data.features import (
+from abaw_lightning.data.loading.datasets import load_table, to_chw
+from abaw_lightning.data.loading.feature_cache import (
     FeatureCache,
     View,
     default_views,
-    ensure_features,
     view_transform,
 )
-from abaw_lightning.data.images import read_image
-from abaw_lightning.data.samplers import Draw
-from abaw_lightning.data.transforms import val_transform
+from abaw_lightning.data.loading.feature_windows import FeatureWindowDataset
+from abaw_lightning.data.loading.images import read_image
+from abaw_lightning.data.loading.samplers import Draw
+from abaw_lightning.data.loading.transforms import val_transform
 from abaw_lightning.errors import UserError
+from abaw_lightning.models.checkpoints import load_cnn
+from abaw_lightning.models.features import extract_online
 from abaw_lightning.stages import CnnTeacher
-from abaw_lightning.stages.checkpoints import load_cnn
-from abaw_lightning.stages.extract import extract_online
+from abaw_lightning.stages.features import ensure_features
 
 SIZE, RESIZE = 32, 38
 TABLES = ["affwild2/train_expr", "affwild2/train_va", "affwild2/val_expr", "affwild2/val_va"]

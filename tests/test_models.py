@@ -9,9 +9,9 @@ from torch import nn
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.models import MultitaskCNN
+from abaw_lightning.models.checkpoints import load_cnn
 from abaw_lightning.models.weights import FERPLUS_MEAN, IMAGENET_MEAN, ferplus_key_map
 from abaw_lightning.stages import CnnTeacher
-from abaw_lightning.stages.checkpoints import load_cnn
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from abaw_lightning.cli import main
-from abaw_lightning.data.prepare import prepare
+from abaw_lightning.data.ingest.prepare import prepare
 from abaw_lightning.errors import UserError
 
 COLUMNS = ["image", "source", "video", "frame", "expr", "valence", "arousal"]

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from test_prepare import write_affwild2, write_sources
 
-from abaw_lightning.data import prepare as prepare_module
-from abaw_lightning.data.datasets import load_table
-from abaw_lightning.data.manifest import check_prepared, sha256_file
-from abaw_lightning.data.prepare import prepare
+from abaw_lightning.data.ingest import prepare as prepare_module
+from abaw_lightning.data.ingest.prepare import prepare
+from abaw_lightning.data.loading.datasets import load_table
+from abaw_lightning.data.manifest import check_prepared
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import sha256_file
 
 TABLES = [
     "parts/expr",

@@ -9,10 +9,10 @@ import fixtures_formats as ff
 import numpy as np
 import pytest
 
-from abaw_lightning.data.readers.afew_va import read_afew_va
-from abaw_lightning.data.readers.affectnet import read_affectnet
-from abaw_lightning.data.readers.affwild2 import read_affwild2
-from abaw_lightning.data.readers.expw import read_expw
+from abaw_lightning.data.ingest.readers.afew_va import read_afew_va
+from abaw_lightning.data.ingest.readers.affectnet import read_affectnet
+from abaw_lightning.data.ingest.readers.affwild2 import read_affwild2
+from abaw_lightning.data.ingest.readers.expw import read_expw
 from abaw_lightning.errors import UserError
 
 

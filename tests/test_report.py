@@ -15,11 +15,11 @@ import pytest
 from nbclient import NotebookClient
 
 from abaw_lightning import cli, report
-from abaw_lightning.data.windows import WindowDataset, eval_windows
+from abaw_lightning.data.loading.windows import WindowDataset, eval_windows
 from abaw_lightning.errors import UserError
 from abaw_lightning.report.plots import confusion_counts
+from abaw_lightning.stages.predictions import frame_images
 from abaw_lightning.store.runs import RunDir, write_view
-from abaw_lightning.validation import frame_images
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "results.ipynb"
 PNG = b"\x89PNG\r\n\x1a\n"

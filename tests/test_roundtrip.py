@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from abaw_lightning.data.balancing import decimate_every, decimate_expr
-from abaw_lightning.data.prepare import prepare
+from abaw_lightning.data.ingest.balancing import decimate_every, decimate_expr
+from abaw_lightning.data.ingest.prepare import prepare
 from abaw_lightning.data.synth import generate
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from abaw_lightning.data.balancing import expr_weights, va_bin_index, va_weights
-from abaw_lightning.data.samplers import (
+from abaw_lightning.data.ingest.balancing import expr_weights, va_bin_index, va_weights
+from abaw_lightning.data.loading.samplers import (
     Draw,
     ResumableLoader,
     ShuffledEpochSampler,

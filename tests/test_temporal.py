@@ -13,7 +13,7 @@ from support import GRU_TINY, RECORD, FitRecorder, crash_at, tiny_config, view_r
 
 from abaw_lightning import pipeline
 from abaw_lightning.models import TemporalModel
-from abaw_lightning.stages.checkpoints import load_temporal
+from abaw_lightning.models.checkpoints import load_temporal
 
 
 @pytest.fixture(scope="module")

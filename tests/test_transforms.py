@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from abaw_lightning.data.samplers import Draw, ShuffledEpochSampler
-from abaw_lightning.data.transforms import default_resize, train_transform, val_transform
+from abaw_lightning.data.loading.samplers import Draw, ShuffledEpochSampler
+from abaw_lightning.data.loading.transforms import default_resize, train_transform, val_transform
 
 
 def _image(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:

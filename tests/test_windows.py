@@ -8,8 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from abaw_lightning.data.transforms import train_transform
-from abaw_lightning.data.windows import WindowDataset, eval_windows, gru_parts, train_windows
+from abaw_lightning.data.loading.transforms import train_transform
+from abaw_lightning.data.loading.windows import (
+    WindowDataset,
+    eval_windows,
+    gru_parts,
+    train_windows,
+)
 
 
 def frames_table(videos: dict[str, list[int]], expr=None, valence=None) -> pd.DataFrame:

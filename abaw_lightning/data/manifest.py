@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 from pathlib import Path
 
@@ -25,15 +24,6 @@ SOURCE_FLAGS = {
 """`abaw prepare` option of each source named in the manifest, in the command's order."""
 
 
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def data_id(table_hashes: dict[str, str], options: dict) -> str:
     """Short content identity of a prepared folder: its tables' sha256 and the options that decide
     the crops' pixels (no paths), so the same data prepared anywhere has the same id."""
@@ -42,20 +32,29 @@ def data_id(table_hashes: dict[str, str], options: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def prepare_command(root: Path, manifest: dict | None) -> str:
-    """The `abaw prepare` command that rebuilds `root`, with the sources its manifest names."""
+def prepare_command(root: Path, manifest: dict | None = None) -> str:
+    """The `abaw prepare` command that rebuilds ``root``, with the sources and options its
+    manifest records (read from ``root`` when not given); ``...`` for the sources when there is
+    no readable manifest naming them."""
+    root = Path(root)
+    if manifest is None:
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+        except (OSError, ValueError):
+            manifest = None
     sources = manifest.get("sources") if isinstance(manifest, dict) else None
-    parts = ["abaw", "prepare"]
-    if isinstance(sources, dict) and sources.get("affwild2"):
-        for name, flag in SOURCE_FLAGS.items():
-            if sources.get(name):
-                parts += [flag, shlex.quote(str(sources[name]))]
-        options = manifest.get("options") or {}
-        if options.get("expr_va_source") == "affwild2":
-            parts += ["--expr-va-source", "affwild2"]
-    else:
-        parts += ["--affwild2", "<Aff-Wild2 folder>", "[--expw ... --afew-va ... --affectnet ...]"]
-    return " ".join([*parts, "--out", shlex.quote(str(root))])
+    out = f"--out {shlex.quote(str(root))}"
+    if not isinstance(sources, dict) or not sources.get("affwild2"):
+        return f"abaw prepare ... {out}"
+    words = [
+        f"{flag} {shlex.quote(str(sources[name]))}"
+        for name, flag in SOURCE_FLAGS.items()
+        if sources.get(name)
+    ]
+    options = manifest.get("options") or {}
+    if options.get("expr_va_source") == "affwild2":
+        words.append("--expr-va-source affwild2")
+    return " ".join(["abaw prepare", *words, out])
 
 
 def read_manifest(root: Path) -> dict | None:
@@ -68,12 +67,11 @@ def read_manifest(root: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(
             f"cannot read {path} ({error}): the prepared folder {root} is damaged; rebuild it "
-            f"with `{prepare_command(Path(root), None)}`."
+            f"with `{prepare_command(Path(root), {})}`."
         ) from error
     if not isinstance(manifest, dict):
         raise UserError(
-            f"{path} is not a JSON object: rebuild {root} with "
-            f"`{prepare_command(Path(root), None)}`."
+            f"{path} is not a JSON object: rebuild {root} with `{prepare_command(Path(root), {})}`."
         )
     return manifest
 
@@ -101,29 +99,3 @@ def check_prepared(root: Path | str) -> dict | None:
             f"writing it. Rerun `{command}`."
         )
     return manifest
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary name beside `path`, flush it to disk, then rename it over `path`:
-    a reader sees the old file or the new one, never a part."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    sync_dir(path.parent)
-
-
-def sync_dir(folder: Path) -> None:
-    """Flush a folder's entries (renames) to disk where the platform allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from abaw_lightning.data.crops import Square, crop
+from abaw_lightning.data.ingest.crops import Square, crop
 from abaw_lightning.errors import UserError
 
 Box = tuple[int, int, int, int]

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from abaw_lightning import EXPR_CLASSES
-from abaw_lightning.data.transforms import val_transform
-from abaw_lightning.data.windows import LENGTH, eval_windows
+from abaw_lightning.data.loading.transforms import val_transform
+from abaw_lightning.data.loading.windows import LENGTH, eval_windows
 from abaw_lightning.errors import UserError
 from abaw_lightning.inference.detection import (
     MARGIN,
@@ -28,10 +28,10 @@ from abaw_lightning.inference.progress import progress_bar
 from abaw_lightning.inference.tracking import MAX_GAP, FaceTracker, nearest
 from abaw_lightning.losses import va_expectation
 from abaw_lightning.models import MultitaskCNN, TemporalModel
+from abaw_lightning.models.checkpoints import load_cnn_and_settings, load_temporal_and_settings
+from abaw_lightning.models.features import HEADS
 from abaw_lightning.models.heads import HEAD_FEATURES
 from abaw_lightning.models.multitask import NUM_EXPR, NUM_VA_LOGITS
-from abaw_lightning.stages.checkpoints import load_cnn_and_settings, load_temporal_and_settings
-from abaw_lightning.stages.extract import HEADS
 
 PREDICTION_COLUMNS = [*EXPR_CLASSES, "expression", "valence", "arousal"]
 """The 7 expression probabilities, the most probable class, valence and arousal in [-1, 1]."""

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from abaw_lightning.losses import teacher_loss
 from abaw_lightning.models import MultitaskCNN
+from abaw_lightning.models.checkpoints import load_cnn
 from abaw_lightning.stages.base import AffectStage, Parts, Student
-from abaw_lightning.stages.checkpoints import load_cnn
 
 
 def forward_parts(

@@ -17,9 +17,9 @@ from torch import Tensor
 from abaw_lightning.errors import UserError
 from abaw_lightning.losses import teacher_loss
 from abaw_lightning.models import TemporalModel
+from abaw_lightning.models.checkpoints import load_temporal
+from abaw_lightning.models.features import head_features
 from abaw_lightning.stages.base import AffectStage, Parts, Student
-from abaw_lightning.stages.checkpoints import load_temporal
-from abaw_lightning.stages.extract import head_features
 
 
 def flatten_frames(values: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:

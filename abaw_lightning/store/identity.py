@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import sha256_file
 
 KEY_LENGTH = 12
 """Hex digits of sha256 in a run key (48 bits: collisions are out of reach for any store)."""
@@ -121,19 +122,11 @@ def digest(payload: Any, length: int = KEY_LENGTH) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 @cache
 def _tables_identity(root: str, stamp: tuple) -> str:
     folder = Path(root)
     tables = sorted(folder.glob("parts/*.parquet")) + sorted(folder.glob("affwild2/*.parquet"))
-    return digest({str(path.relative_to(folder)): _sha256(path) for path in tables})
+    return digest({str(path.relative_to(folder)): sha256_file(path) for path in tables})
 
 
 def data_identity(root: str | Path) -> str:

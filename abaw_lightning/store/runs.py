@@ -20,18 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import write_json_atomic
 
 STORE = "store"
 VIEW = "view.json"
 METRICS = "metrics.json"
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def read_json(path: Path) -> Any:
@@ -158,7 +151,7 @@ def write_view(
         }
         if not _link(view_dir / stage, run.root):
             blocked.append(view_dir / stage)
-    write_json(
+    write_json_atomic(
         path,
         {"experiment": experiment, "seed": seed, "overrides": overrides, "stages": entries},
     )

@@ -17,6 +17,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import sync_dir
 
 TEMPORARY = ".tmp"
 
@@ -33,20 +34,6 @@ def remove_temporary_files(folder: Path) -> list[Path]:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable: fsync the folder holding the entry (where the OS supports it)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,7 +62,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     "again to resume."
                 ) from error
             raise
-        _fsync_folder(path.parent)
+        sync_dir(path.parent)
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from abaw_lightning.data.readers import (
+from abaw_lightning.data.ingest.readers import (
     AFFWILD2_IMAGES,
     Read,
     Skipped,

@@ -1,39 +1,51 @@
-"""The feature cache of the GRU stage: the frozen CNN's two 128-d head features of every frame, for
-a fixed set of augmented views (METHOD.md section 4), in one memory-mapped float16 .npy file.
+"""The feature cache of the GRU stage, as data: its layout, views, the frames it holds, and the
+read side (`FeatureCache`) plus the dataset that feeds its extraction (`FrameViews`).
 
 Folder layout: ``manifest.json`` (checkpoint and its sha256, sizes, views, frame count; written
 last, with ``"complete": true``), ``frames.parquet`` (column ``image``: row number = frame id) and
 ``features.npy`` of shape [V, N, 2, 128] (axis 2: 0 = EXPR head feature, 1 = VA head feature).
 View 0 is the validation view (centre crop, unflipped) and only that; views 1.. are the training
-views, a grid of crop offsets x flips (`FeatureCache.training_views`).
+views, a grid of crop offsets x flips (`FeatureCache.training_views`). Extraction, which writes
+it, is `abaw_lightning.stages.features`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import pandas as pd
+import torch
 from rich.console import Console
+from torch import Tensor
+from torch.utils.data import Dataset
 
-from abaw_lightning.data.datasets import load_table
-from abaw_lightning.data.transforms import SeededTransform
+from abaw_lightning.data.loading.datasets import load_table, to_chw
+from abaw_lightning.data.loading.images import read_prepared_image
+from abaw_lightning.data.loading.transforms import SeededTransform
 from abaw_lightning.errors import UserError
+from abaw_lightning.models.features import HEADS
 from abaw_lightning.models.heads import HEAD_FEATURES
-from abaw_lightning.stages.checkpoints import load_cnn
-from abaw_lightning.stages.extract import HEADS, FrameViews, predict_into
 
 MANIFEST = "manifest.json"
+
+
 FRAMES = "frames.parquet"
+
+
 FEATURES = "features.npy"
+
+
 PARTIAL = "features.partial.npy"
+
+
 DTYPE = "float16"
+
 
 console = Console(soft_wrap=True)
 
@@ -88,17 +100,8 @@ def view_transform(view: View, image_size: int, resize: int) -> SeededTransform:
     return SeededTransform(A.Compose(steps, seed=0), 0)
 
 
-def _view_lists(views: Sequence[View]) -> list[list]:
+def view_lists(views: Sequence[View]) -> list[list]:
     return [[view.top, view.left, view.flip] for view in views]
-
-
-def checkpoint_sha256(path: Path) -> str:
-    """The sha256 of a checkpoint file: the identity of the features computed from it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_frames(prepared_root: Path, tables: Sequence[str]) -> np.ndarray:
@@ -109,7 +112,7 @@ def cache_frames(prepared_root: Path, tables: Sequence[str]) -> np.ndarray:
     return pd.unique(pd.concat(images, ignore_index=True).astype(str).to_numpy())
 
 
-def _read_manifest(folder: Path) -> dict | None:
+def read_manifest(folder: Path) -> dict | None:
     """The manifest of a finished cache, or None when there is none or it is not complete."""
     path = folder / MANIFEST
     if not path.is_file():
@@ -135,7 +138,7 @@ class FeatureCache:
     def open(cls, folder: Path) -> FeatureCache:
         """Open a complete cache; a missing or incomplete one is a UserError."""
         folder = Path(folder)
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         if manifest is None:
             raise UserError(
                 f"no complete feature cache in {folder} (missing, or its extraction was "
@@ -256,7 +259,7 @@ def mark_stale(folder: Path, manifest: dict, reason: str) -> None:
     temporary.replace(path)
 
 
-def _stale_mark(folder: Path) -> str | None:
+def stale_mark(folder: Path) -> str | None:
     """The reason `mark_stale` recorded in the cache's manifest, if any."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -265,113 +268,21 @@ def _stale_mark(folder: Path) -> str | None:
     return manifest.get("stale") if isinstance(manifest, dict) else None
 
 
-def _stale_reason(folder: Path, wanted: dict, images: np.ndarray) -> str | None:
-    """Why the cache in `folder` cannot serve `wanted` (None when it can)."""
-    manifest = _read_manifest(folder)
-    if manifest is None:
-        stale = _stale_mark(folder)
-        if stale:
-            return stale
-        if any((folder / name).exists() for name in (PARTIAL, FEATURES, FRAMES, MANIFEST)):
-            return "the previous extraction did not complete"
-        return "there is no cache yet"
-    if manifest.get("checkpoint_sha256") != wanted["checkpoint_sha256"]:
-        return f"the checkpoint changed (it was {manifest.get('checkpoint')})"
-    for key in ("image_size", "resize", "views", "dtype", "feature_dim"):
-        if manifest.get(key) != wanted[key]:
-            return f"the {key.replace('_', ' ')} changed"
-    try:
-        cached = FeatureCache.open(folder).images
-    except UserError as error:
-        return str(error)
-    if not np.array_equal(cached.to_numpy(), images):
-        return "the frame list changed"
-    return None
+Transform = Callable[[np.ndarray], np.ndarray]
 
 
-def ensure_features(
-    folder: Path,
-    checkpoint: Path,
-    prepared_root: Path,
-    tables: Sequence[str],
-    image_size: int,
-    resize: int,
-    views: list[View],
-    batch_size: int = 256,
-    num_workers: int = 0,
-    trainer_kwargs: dict | None = None,
-) -> FeatureCache:
-    """The cache of `checkpoint`'s features over the frames of `tables` in `views`: reused when
-    it matches (checkpoint sha256, sizes, views, frames), extracted again otherwise."""
-    folder, checkpoint, prepared_root = Path(folder), Path(checkpoint), Path(prepared_root)
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}; train the CNN student stage first.")
-    if not views:
-        raise UserError("the feature cache needs at least one view")
-    images = cache_frames(prepared_root, tables)
-    if not len(images):
-        raise UserError(f"the tables {list(tables)} of {prepared_root} hold no frames")
-    manifest = {
-        "checkpoint": os.path.relpath(checkpoint.resolve(), folder.resolve()),
-        "checkpoint_sha256": checkpoint_sha256(checkpoint),
-        "image_size": image_size,
-        "resize": resize,
-        "views": _view_lists(views),
-        "frames": len(images),
-        "dtype": DTYPE,
-        "feature_dim": HEAD_FEATURES,
-    }
-    reason = _stale_reason(folder, manifest, images) if folder.is_dir() else "there is no cache yet"
-    if reason is None:
-        cache = FeatureCache.open(folder)
-        console.print(
-            f"[green]✓[/] features: reusing {folder} ({cache.size_mb():.1f} MB, "
-            f"{len(views)} views x {len(images)} frames of {checkpoint.name})"
-        )
-        return cache
-    console.print(
-        f"features: extracting {len(views)} views x {len(images)} frames into {folder}: {reason}"
-    )
-    _extract(
-        folder, checkpoint, prepared_root, images, manifest, batch_size, num_workers, trainer_kwargs
-    )
-    cache = FeatureCache.open(folder)
-    console.print(f"[green]✓[/] features: {folder / FEATURES} ({cache.size_mb():.1f} MB)")
-    return cache
+class FrameViews(Dataset):
+    """Every frame read once, in all its views: {"images": uint8 [U, 3, H, W], "ids": int64}."""
 
+    def __init__(self, images: Sequence[str], root: Path, transforms: Sequence[Transform]) -> None:
+        self.images = np.asarray(images, dtype=str)
+        self.root = Path(root)
+        self.transforms = list(transforms)
 
-def _extract(
-    folder: Path,
-    checkpoint: Path,
-    prepared_root: Path,
-    images: np.ndarray,
-    manifest: dict,
-    batch_size: int,
-    num_workers: int,
-    trainer_kwargs: dict | None,
-) -> None:
-    """Extract into a temporary .npy, rename it, then write the manifest (last, complete)."""
-    model = load_cnn(checkpoint)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST).unlink(missing_ok=True)
-    views = [View(*view) for view in manifest["views"]]
-    unique = list(dict.fromkeys(views))
-    inverse = [unique.index(view) for view in views]
-    transforms = [
-        view_transform(view, manifest["image_size"], manifest["resize"]) for view in unique
-    ]
-    shape = (len(views), len(images), len(HEADS), HEAD_FEATURES)
-    partial = folder / PARTIAL
-    np.lib.format.open_memmap(partial, mode="w+", dtype=DTYPE, shape=shape).flush()
-    dataset = FrameViews(images, prepared_root, transforms)
-    try:
-        predict_into(partial, model, dataset, inverse, batch_size, num_workers, trainer_kwargs)
-    except UserError as error:
-        raise UserError(f"extracting the features of {checkpoint} into {folder}: {error}") from None
-    frames = folder / f"{FRAMES}.tmp"
-    pd.DataFrame({"image": images}).to_parquet(frames, index=False)
-    frames.replace(folder / FRAMES)
-    partial.replace(folder / FEATURES)
-    temporary = folder / f"{MANIFEST}.tmp"
-    temporary.write_text(json.dumps({**manifest, "complete": True}, indent=2) + "\n")
-    temporary.replace(folder / MANIFEST)
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        image = read_prepared_image(self.root, self.images[index])
+        views = torch.stack([to_chw(transform(image)) for transform in self.transforms])
+        return {"images": views, "ids": torch.tensor(index, dtype=torch.int64)}

@@ -1,46 +1,31 @@
-"""Advice about a prepared folder that actually fixes it: the `abaw prepare` command that rebuilds
-it (from its manifest) and what to do about a crop or frame that cannot be read."""
+"""Reading the images of a prepared folder: RGB uint8 arrays through OpenCV, and for one that
+cannot be read, the advice that actually fixes it (the `abaw prepare` command it needs)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from abaw_lightning.data.images import read_image
+from abaw_lightning.data.manifest import prepare_command
 from abaw_lightning.errors import UserError
 
-MANIFEST = "manifest.json"
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode a JPEG/PNG into HWC RGB uint8; a missing or unreadable file is a UserError."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(
+            f"cannot read image {path}: the file is missing or not a readable JPEG/PNG. "
+            "The prepared folder is incomplete or out of date: re-run `abaw prepare`."
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 AFFWILD2_IMAGES = "affwild2_images"
 """The link to Aff-Wild2's cropped_aligned folder; every other image is one of prepare's crops."""
-SOURCE_FLAGS = {
-    "affwild2": "--affwild2",
-    "expw": "--expw",
-    "afew_va": "--afew-va",
-    "affectnet": "--affectnet",
-}
-
-
-def prepare_command(root: Path) -> str:
-    """`abaw prepare` with the sources and options `<root>/manifest.json` records, or with
-    ``...`` for the sources when there is no readable manifest."""
-    root = Path(root)
-    out = f"--out {shlex.quote(str(root))}"
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-        sources = {name: manifest["sources"].get(name) for name in SOURCE_FLAGS}
-        expr_va_source = manifest.get("options", {}).get("expr_va_source", "affectnet")
-    except (OSError, ValueError, KeyError, AttributeError):
-        return f"abaw prepare ... {out}"
-    if not sources["affwild2"]:
-        return f"abaw prepare ... {out}"
-    words = [f"{SOURCE_FLAGS[name]} {shlex.quote(path)}" for name, path in sources.items() if path]
-    if expr_va_source != "affectnet":
-        words.append(f"--expr-va-source {expr_va_source}")
-    return " ".join(["abaw prepare", *words, out])
 
 
 def unreadable_image_advice(root: Path, image: str) -> str:

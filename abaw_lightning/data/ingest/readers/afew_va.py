@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw_lightning.data.readers import CROPS, Read, Skipped, frame_table, require_dir
+from abaw_lightning.data.ingest.readers import CROPS, Read, Skipped, frame_table, require_dir
 from abaw_lightning.errors import UserError
 
 VA_SCALE = 10.0

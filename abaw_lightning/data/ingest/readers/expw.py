@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw_lightning.data.readers import (
+from abaw_lightning.data.ingest.readers import (
     CROPS,
     READABLE_SUFFIXES,
     Read,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from abaw_lightning.data import balancing
-from abaw_lightning.data.crops import (
+from abaw_lightning.data.ingest import balancing
+from abaw_lightning.data.ingest.crops import (
     CROP_FORMAT,
     CROP_MAX,
     CROP_MIN,
@@ -25,61 +24,35 @@ from abaw_lightning.data.crops import (
     make_crops,
     remove_partial_crops,
 )
-from abaw_lightning.data.image_files import frame_problem
-from abaw_lightning.data.manifest import (
-    MANIFEST,
-    PREPARED_FORMAT,
-    data_id,
-    sha256_file,
-    sync_dir,
-    write_json_atomic,
-)
-from abaw_lightning.data.pool import map_with_progress
-from abaw_lightning.data.readers import AFFWILD2_IMAGES, COLUMNS, CROPS, Skipped, require_dir
-from abaw_lightning.data.readers.afew_va import read_afew_va
-from abaw_lightning.data.readers.affectnet import read_affectnet
-from abaw_lightning.data.readers.affwild2 import images_dir, read_affwild2
-from abaw_lightning.data.readers.expw import read_expw
+from abaw_lightning.data.ingest.image_files import frame_problem
+from abaw_lightning.data.ingest.pool import map_with_progress
+from abaw_lightning.data.ingest.readers import AFFWILD2_IMAGES, COLUMNS, CROPS, Skipped, require_dir
+from abaw_lightning.data.ingest.readers.afew_va import read_afew_va
+from abaw_lightning.data.ingest.readers.affectnet import read_affectnet
+from abaw_lightning.data.ingest.readers.affwild2 import images_dir, read_affwild2
+from abaw_lightning.data.ingest.readers.expw import read_expw
+from abaw_lightning.data.manifest import MANIFEST, PREPARED_FORMAT, data_id
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import sha256_file, sync_dir, write_json_atomic
 
 DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+
+
 EXPR_VA_SOURCES = ("affectnet", "affwild2")
+
+
 SOURCES = ("affwild2", "expw", "afew_va", "affectnet")
+
+
 VA_STEP = 5
 """The `va` part keeps Aff-Wild2 rows whose number is a multiple of this (METHOD.md section 1)."""
+
+
 EXPR_VA_STEP = 3
 """The `affwild2` variant of `expr_va` keeps rows whose number is a multiple of this."""
+
+
 KEY = ["video", "frame"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `abaw prepare`."""
-    parser.add_argument("--affwild2", required=True, type=Path, help="Aff-Wild2 root")
-    parser.add_argument("--expw", type=Path, help="ExpW root (image/origin, label/label.lst)")
-    parser.add_argument("--afew-va", type=Path, help="AFEW-VA root (01..12/<clip>/ or <clip>/)")
-    parser.add_argument("--affectnet", type=Path, help="AffectNet manually annotated release")
-    parser.add_argument("--out", required=True, type=Path, help="prepared folder to (re)build")
-    parser.add_argument(
-        "--expr-va-source",
-        choices=EXPR_VA_SOURCES,
-        default="affectnet",
-        help="source of the expr_va part (default: affectnet)",
-    )
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="cropping processes")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `abaw prepare`."""
-    prepare(
-        args.affwild2,
-        args.out,
-        expw=args.expw,
-        afew_va=args.afew_va,
-        affectnet=args.affectnet,
-        expr_va_source=args.expr_va_source,
-        workers=args.workers,
-    )
-    return 0
 
 
 def share_labels(expr: pd.DataFrame, va: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -333,13 +306,15 @@ def prepare(
 
 IDENTITY_OPTIONS = ("expr_va_source_used", "crop_format", "crop_min", "crop_max", "jpeg_quality")
 """Options that decide the prepared content beyond the tables (`workers` does not), in `data_id`."""
+
+
 PARTIAL = ".partial"
 """Suffix of a table written but not yet published (renamed into place at the very end)."""
 
 
 def _remove_partials(out: Path) -> None:
     """Delete what a killed run left half-written: partial tables, manifest and crops."""
-    for pattern in (f"*/*.parquet{PARTIAL}", f".{MANIFEST}{PARTIAL}"):
+    for pattern in (f"*/*.parquet{PARTIAL}", f".{MANIFEST}*{PARTIAL}"):
         for path in out.glob(pattern):
             path.unlink()
     if (out / CROPS).is_dir():

@@ -12,10 +12,10 @@ import torch
 from pandas.api.types import is_float_dtype, is_integer_dtype, is_string_dtype
 from torch.utils.data import Dataset
 
+from abaw_lightning.data.loading.images import prepare_command, read_prepared_image
+from abaw_lightning.data.loading.samplers import Draw
+from abaw_lightning.data.loading.transforms import SeededTransform
 from abaw_lightning.data.manifest import check_prepared
-from abaw_lightning.data.prepared import prepare_command, read_prepared_image
-from abaw_lightning.data.samplers import Draw
-from abaw_lightning.data.transforms import SeededTransform
 from abaw_lightning.errors import UserError
 
 COLUMNS = ("image", "source", "video", "frame", "expr", "valence", "arousal")
@@ -191,6 +191,10 @@ class FrameDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows.images)
+
+    def scored_images(self) -> np.ndarray:
+        """The image of every frame a validation pass scores, in batch order: every row."""
+        return self.rows.images
 
     def _image(self, row: int, seed: int | None) -> np.ndarray:
         image = self.rows.read(row)

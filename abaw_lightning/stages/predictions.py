@@ -13,12 +13,9 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch.utils.data import Dataset
 
-from abaw_lightning.data.datasets import FrameDataset
-from abaw_lightning.data.feature_windows import FeatureWindowDataset
-from abaw_lightning.data.windows import WindowDataset
 from abaw_lightning.losses import va_expectation
+from abaw_lightning.models.checkpoints import read_checkpoint
 from abaw_lightning.stages.base import AffectStage
-from abaw_lightning.stages.checkpoints import read_checkpoint
 
 SETS = ("expr", "va")
 """Validation dataloader 0 is the Aff-Wild2 EXPR set, 1 the VA set (AffectStage's order)."""
@@ -36,14 +33,14 @@ COLUMNS = (
 
 def frame_images(dataset: Dataset) -> np.ndarray:
     """The image path of every scored frame of a validation dataset, in the order its batches
-    flatten (frames in table order; windows row by row, masked frames only)."""
-    if isinstance(dataset, FrameDataset):
-        return dataset.rows.images
-    if isinstance(dataset, WindowDataset):
-        return dataset.rows.images[dataset.windows][dataset.score_mask]
-    if isinstance(dataset, FeatureWindowDataset):
-        return dataset.cache.images.to_numpy(dtype=str)[dataset.ids][dataset.mask]
-    raise TypeError(f"no frame images for a validation dataset of type {type(dataset).__name__}")
+    flatten: the dataset's own `scored_images()`."""
+    scored = getattr(dataset, "scored_images", None)
+    if scored is None:
+        raise TypeError(
+            f"a validation dataset must say which frames it scores (scored_images()); "
+            f"{type(dataset).__name__} does not"
+        )
+    return scored()
 
 
 def predict_validation(

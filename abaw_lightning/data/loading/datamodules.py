@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from abaw_lightning.data.datasets import (
+from abaw_lightning.data.loading.datasets import (
     PART_COLUMNS,
     FrameDataset,
     check_table,
@@ -19,16 +19,21 @@ from abaw_lightning.data.datasets import (
     passthrough_collate,
     single_threaded_opencv,
 )
-from abaw_lightning.data.feature_windows import FeatureWindowDataset
-from abaw_lightning.data.features import FeatureCache
-from abaw_lightning.data.samplers import (
+from abaw_lightning.data.loading.feature_cache import FeatureCache
+from abaw_lightning.data.loading.feature_windows import FeatureWindowDataset
+from abaw_lightning.data.loading.samplers import (
     EpochSampler,
     ResumableLoader,
     ShuffledEpochSampler,
     WeightedEpochSampler,
 )
-from abaw_lightning.data.transforms import train_transform, val_transform
-from abaw_lightning.data.windows import WindowDataset, eval_windows, gru_parts, train_windows
+from abaw_lightning.data.loading.transforms import train_transform, val_transform
+from abaw_lightning.data.loading.windows import (
+    WindowDataset,
+    eval_windows,
+    gru_parts,
+    train_windows,
+)
 from abaw_lightning.errors import UserError
 
 PARTS = ("expr", "va", "expr_va")

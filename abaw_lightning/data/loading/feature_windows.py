@@ -7,9 +7,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from abaw_lightning.data.datasets import draw
-from abaw_lightning.data.features import FeatureCache
-from abaw_lightning.data.samplers import Draw
+from abaw_lightning.data.loading.datasets import draw
+from abaw_lightning.data.loading.feature_cache import FeatureCache
+from abaw_lightning.data.loading.samplers import Draw
 
 
 def draw_view(grid: np.ndarray, generator: np.random.Generator) -> int:
@@ -45,6 +45,10 @@ class FeatureWindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def scored_images(self) -> np.ndarray:
+        """The image of every frame a validation pass scores, in batch order (masked frames)."""
+        return self.cache.images.to_numpy(dtype=str)[self.ids][self.mask]
 
     def __getitem__(self, item: int | Draw) -> dict[str, torch.Tensor]:
         index, seed = draw(item)

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from abaw_lightning.data.datasets import LabelledRows, draw
-from abaw_lightning.data.samplers import Draw
-from abaw_lightning.data.transforms import SeededTransform
+from abaw_lightning.data.loading.datasets import LabelledRows, draw
+from abaw_lightning.data.loading.samplers import Draw
+from abaw_lightning.data.loading.transforms import SeededTransform
 
 LENGTH = 32
 STRIDE = 16
@@ -101,6 +101,11 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def scored_images(self) -> np.ndarray:
+        """The image of every frame a validation pass scores, in batch order: the windows row by
+        row, masked frames only (each labelled frame once)."""
+        return self.rows.images[self.windows][self.score_mask]
 
     def __getitem__(self, item: int | Draw) -> dict[str, torch.Tensor]:
         index, seed = draw(item)

@@ -3,8 +3,6 @@ TorchScript, taking uint8 images, checked against PyTorch on a random batch."""
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -14,22 +12,33 @@ import torch
 from torch import Tensor, nn
 
 from abaw_lightning import EXPR_CLASSES
-from abaw_lightning.data.transforms import default_resize
+from abaw_lightning.data.loading.transforms import default_resize
 from abaw_lightning.errors import UserError
+from abaw_lightning.files import sha256_file
 from abaw_lightning.losses import va_expectation
+from abaw_lightning.models.checkpoints import load_cnn_and_settings, load_temporal_and_settings
+from abaw_lightning.models.features import HEADS
 from abaw_lightning.models.heads import HEAD_FEATURES
-from abaw_lightning.stages.checkpoints import load_cnn_and_settings, load_temporal_and_settings
-from abaw_lightning.stages.extract import HEADS
 
 FORMATS = ("onnx", "torchscript")
+
+
 TOLERANCE = 1e-3
 """Largest accepted |exported - PyTorch| over all outputs of the check batch."""
+
+
 CHECK_BATCH = 3
 """Batch size of the check: not the traced one (2 for the CNN, 1 for the GRU), so the dynamic
 batch axis is exercised."""
+
+
 METADATA_FILE = "abaw.json"
 """Name of the settings record inside a TorchScript file (ONNX: metadata_props)."""
+
+
 CNN_OUTPUTS = ("expr_logits", "va", "va_logits", "features")
+
+
 GRU_OUTPUTS = ("expr_logits", "va", "va_logits")
 
 
@@ -68,15 +77,6 @@ def gru_path(out: Path) -> Path:
     """Where the GRU goes beside the CNN file: `<name>_gru<suffix>`."""
     out = Path(out)
     return out.with_name(f"{out.stem}_gru{out.suffix}")
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file: which checkpoint an export came from, without its path."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _save_onnx(module: nn.Module, example: Tensor, out: Path, spec: dict) -> None:
@@ -175,7 +175,7 @@ def export_cnn(ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: int =
         "resize": resize,
         "va_anchors": anchors,
         "expr_classes": list(EXPR_CLASSES),
-        "checkpoint_sha256": file_sha256(ckpt),
+        "checkpoint_sha256": sha256_file(ckpt),
     }
     spec = {
         "input": "images",
@@ -203,7 +203,7 @@ def export_gru(gru_ckpt: str | Path, out: str | Path, fmt: str = "onnx", seed: i
         "window_length": length,
         "va_anchors": anchors,
         "expr_classes": list(EXPR_CLASSES),
-        "checkpoint_sha256": file_sha256(gru_ckpt),
+        "checkpoint_sha256": sha256_file(gru_ckpt),
     }
     spec = {
         "input": "features",
@@ -223,20 +223,3 @@ def export_models(
     if gru_ckpt is not None:
         results[gru_path(out)] = export_gru(gru_ckpt, gru_path(out), fmt)
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="CNN-stage checkpoint (best.ckpt)")
-    parser.add_argument("--gru-ckpt", help="GRU-stage checkpoint, written to <out>_gru<suffix>")
-    parser.add_argument("--format", choices=FORMATS, default="onnx")
-    parser.add_argument("--out", required=True, type=Path, help="file to write (.onnx / .pt)")
-
-
-def run(args: argparse.Namespace) -> int:
-    results = export_models(args.ckpt, args.out, args.format, args.gru_ckpt)
-    for path, difference in results.items():
-        print(
-            f"wrote {path} ({args.format}): max |exported - PyTorch| = {difference:.3g} "
-            f"on a random batch of {CHECK_BATCH}"
-        )
-    return 0

@@ -14,8 +14,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from abaw_lightning.data.image_files import jpeg_problem
-from abaw_lightning.data.pool import map_with_progress
+from abaw_lightning.data.ingest.image_files import jpeg_problem
+from abaw_lightning.data.ingest.pool import map_with_progress
 
 CROP_FORMAT = 2
 """Version of the crop rule; crops of another version (or of none: the 112x112 stretched crops of

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from abaw_lightning.data.readers import (
+from abaw_lightning.data.ingest.readers import (
     CROPS,
     READABLE_SUFFIXES,
     Read,
