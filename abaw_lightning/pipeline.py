@@ -20,7 +20,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.markup import escape
@@ -32,7 +31,6 @@ from abaw_lightning.errors import UserError
 from abaw_lightning.files import write_json_atomic
 from abaw_lightning.hardware import check_trainer_settings
 from abaw_lightning.models.checkpoints import read_checkpoint
-from abaw_lightning.quiet import quiet_wandb_logger
 from abaw_lightning.stages.features import ensure_features
 from abaw_lightning.stages.predictions import predict_validation, write_predictions
 from abaw_lightning.store.identity import digest
@@ -176,6 +174,14 @@ def _set_run(cfg: DictConfig, run: PlannedRun, view: str) -> None:
         }
 
 
+def _job_config(cfg: DictConfig, run: PlannedRun) -> dict[str, Any]:
+    """The resolved config of this stage run for its logger (W&B's run config): the job's
+    settings, the ``run`` node (variant, key, kind), and of ``stages`` only this stage's."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["stages"] = {run.name: config["stages"][run.name]}
+    return config
+
+
 def _callbacks(cfg: DictConfig) -> dict[str, pl.Callback]:
     callbacks = {
         name: _build(node, f"callback {name}")
@@ -226,8 +232,6 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
         OmegaConf.save(cfg, run.dir.config, resolve=True)
         write_json_atomic(run.dir.identity, run.identity())
     logger = _build(cfg.logger, "logger") if cfg.get("logger") is not None else None
-    if isinstance(logger, WandbLogger):
-        logger = quiet_wandb_logger(logger)
     callbacks = _callbacks(cfg)
     trainer = _build(
         cfg.trainer,
@@ -246,6 +250,8 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
     verb = f"resuming from {resume}" if resume else "starting"
     console.print(f"[bold]{run.name}[/] (seed {cfg.seed}): {verb}", highlight=False)
     try:
+        if logger is not None:
+            logger.log_hyperparams(_job_config(cfg, run))
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SIGTERMException:
         _stopped(cfg, run, callbacks)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from typing import Any
 
 WARNINGS = (
     (
@@ -59,13 +58,3 @@ def quiet_libraries() -> None:
     logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
     if not any(isinstance(f, _DropMessages) for f in logger.filters):
         logger.addFilter(_DropMessages(LITLOGGER_TIP))
-
-
-def quiet_wandb_logger(logger: Any) -> Any:
-    """Lightning's WandbLogger passes ``anonymous=None`` to ``wandb.init``, which wandb (>= 0.19)
-    answers with "The anonymous setting has no effect"; drop that unset argument. Returns
-    ``logger``; any other logger is returned untouched."""
-    init = getattr(logger, "_wandb_init", None)
-    if isinstance(init, dict) and init.get("anonymous", "set") is None:
-        del init["anonymous"]
-    return logger

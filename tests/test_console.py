@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from prepared_data import write_prepared
-from pytorch_lightning.loggers import WandbLogger
 from support import crash_at
 
 from abaw_lightning import cli, pipeline
 from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.data.synth.scales import SCALES
 from abaw_lightning.errors import UserError, print_user_error
-from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries, quiet_wandb_logger
+from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
 TRAIN = [sys.executable, "-m", "abaw_lightning.train"]
@@ -33,6 +32,8 @@ NOISE = {
     "W&B anonymous": r"anonymous setting has no effect",
     "Hydra log prefix": r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[[\w.]+\]\[INFO\]",
     "traceback": r"Traceback",
+    "model summary": r"Total params",
+    "W&B history panel": r"Run history:",
 }
 """What every stage or resume printed before (issue 12), as it appeared."""
 
@@ -96,14 +97,6 @@ def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():
     assert len(logger.filters) == 1
 
 
-def test_wandb_logger_no_longer_passes_the_anonymous_setting(tmp_path):
-    logger = WandbLogger(project="p", save_dir=str(tmp_path), offline=True)
-    assert logger._wandb_init["anonymous"] is None
-    assert "anonymous" not in quiet_wandb_logger(logger)._wandb_init
-    chosen = WandbLogger(project="p", save_dir=str(tmp_path), offline=True, anonymous=True)
-    assert quiet_wandb_logger(chosen)._wandb_init["anonymous"] == "allow"
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     return write_prepared(tmp_path_factory.mktemp("prepared"), rows=24)
@@ -146,6 +139,40 @@ def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
     assert "resuming from" in output and "wandb: " in output
     assert re.search(r"^GPU available: False", output, re.MULTILINE)  # Lightning's own lines stay
     assert noise_in(output) == [], output
+
+
+def test_a_two_stage_run_prints_its_plan_stages_epochs_and_results_only(prepared, tmp_path):
+    """Teacher then student, W&B without WANDB_MODE and without credentials (a temporary home):
+    offline, said once."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in ENV.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env |= {"HOME": str(home), "WANDB_CONFIG_DIR": str(home / "wandb"), "NETRC": str(home / "n")}
+    home.mkdir()
+    runs = tmp_path / "runs"
+    command = [
+        *TRAIN,
+        *[setting for setting in TINY if not setting.startswith("stage=")],
+        "pipeline=[cnn_teacher,cnn_student]",
+        f"data.root={prepared}",
+        f"runs_dir={runs}",
+        "logger=wandb",
+        "stages.cnn_teacher.max_epochs=2",
+        "stages.cnn_student.max_epochs=2",
+    ]
+    done = subprocess.run(command, env=env, cwd=home, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert noise_in(output) == [], output
+    assert output.count("W&B: no login found and WANDB_MODE is not set") == 1
+    assert re.search(r"^plan demo seed 0: 2 runs: 2 to train", output, re.MULTILINE)
+    starts = re.findall(r"^(\w+) \(seed 0\): starting$", output, re.MULTILINE)
+    assert starts == ["cnn_teacher", "cnn_student"]
+    epochs = re.findall(r"^epoch (\d)/2  val/total \d\.\d{4} \(best ", output, re.MULTILINE)
+    assert epochs == ["1", "2", "1", "2"]
+    results = re.findall(r"^✓ (\w+) [0-9a-f]{12}: best val/total \d\.\d{4}$", output, re.MULTILINE)
+    assert results == ["cnn_teacher", "cnn_student"]
+    for kind in ("cnn_teacher", "cnn_student"):
+        assert list((runs / "store" / kind).glob("*/wandb/offline-run-*/run-*.wandb"))
 
 
 def test_synth_shows_one_progress_bar_per_step_counting_its_frames(tmp_path, capsys):

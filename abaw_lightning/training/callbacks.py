@@ -172,7 +172,7 @@ class EpochLine(pl.Callback):
             line += f" (best {best[self.monitor]:.4f}, epoch {best['epoch'] + 1})"
         progress = trainer.progress_bar_callback
         console = getattr(progress, "_console", None) or Console(soft_wrap=True)
-        console.print(escape(f"{line}  {parts}"), highlight=False)
+        console.print(escape(f"{line}  {parts}"), highlight=False, soft_wrap=True)
 
 
 class RngState(pl.Callback):

@@ -79,7 +79,7 @@ class WeightedEpochSampler(EpochSampler):
     def __init__(
         self, weights: np.ndarray, seed: int, part: str, num_samples: int | None = None
     ) -> None:
-        weights = np.asarray(weights, dtype=np.float64)
+        weights = np.array(weights, dtype=np.float64)  # a copy: parquet columns are read-only
         super().__init__(len(weights) if num_samples is None else num_samples, seed, part)
         self.weights = torch.as_tensor(weights)
 
