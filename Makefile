@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/abaw demo
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from abaw_lightning.schema import EXPR_CLASSES
 
-EXPR_CLASSES = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
-"""Expression classes in the Aff-Wild2 order used everywhere in the project."""
+__all__ = ["EXPR_CLASSES", "Predictor"]
+__version__ = "0.1.0"
 
 _LAZY = {"Predictor": "abaw_lightning.inference.predictor"}
 """Public names imported on first use, so that `import abaw_lightning` stays light (no torch)."""

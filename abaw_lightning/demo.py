@@ -9,8 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from abaw_lightning.schema import METRIC_NAMES
+
 console = Console()
-METRICS = ("val/expr_score", "val/expr_f1", "val/ccc_v", "val/ccc_a", "val/total")
+METRICS = tuple(METRIC_NAMES[name] for name in ("expr_score", "expr_f1", "ccc_v", "ccc_a", "total"))
 CHANCE = {
     "val/expr_score": 1 / 7,
     "val/expr_f1": 1 / 7,

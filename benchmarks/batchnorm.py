@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from abaw_lightning.data.loading.datamodules import PARTS
+from abaw_lightning.schema import PARTS
 from abaw_lightning.stages import CnnTeacher
 
 console = Console()

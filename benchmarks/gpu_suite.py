@@ -45,9 +45,10 @@ from rich.table import Table
 from synthetic_prepared import Sizes, write_prepared
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from abaw_lightning.data.loading.datamodules import PARTS, CnnDataModule, GruDataModule
+from abaw_lightning.data.loading.datamodules import CnnDataModule, GruDataModule
 from abaw_lightning.data.loading.feature_cache import default_views
 from abaw_lightning.models import MultitaskCNN, TemporalModel
+from abaw_lightning.schema import PARTS
 from abaw_lightning.stages import CnnStudent, CnnTeacher, GruStudent, GruTeacher
 from abaw_lightning.stages.features import ensure_features
 

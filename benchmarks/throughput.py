@@ -31,12 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from abaw_lightning.data.ingest.prepare import prepare
-from abaw_lightning.data.loading.datamodules import PARTS, CnnDataModule, GruDataModule
+from abaw_lightning.data.loading.datamodules import CnnDataModule, GruDataModule
 from abaw_lightning.data.loading.datasets import load_table
 from abaw_lightning.data.loading.feature_cache import default_views
 from abaw_lightning.data.synth import generate
 from abaw_lightning.models import MultitaskCNN
 from abaw_lightning.models.checkpoints import load_cnn
+from abaw_lightning.schema import PARTS
 from abaw_lightning.stages import CnnStudent, GruTeacher
 from abaw_lightning.stages.features import ensure_features
 

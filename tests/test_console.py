@@ -9,11 +9,9 @@ import re
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from prepared_data import write_prepared
 from support import crash_at
 
 from abaw_lightning import cli, pipeline
@@ -97,11 +95,6 @@ def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():
     assert len(logger.filters) == 1
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=24)
-
-
 TINY = [
     "experiment=demo",
     "stage=cnn_teacher",
@@ -113,11 +106,12 @@ TINY = [
 ]
 
 
-def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
+@pytest.mark.slow
+def test_a_resumed_stage_prints_none_of_the_known_noise(prepared_small, tmp_path):
     runs = tmp_path / "runs"
     settings = [
         *TINY,
-        f"data.root={prepared}",
+        f"data.root={prepared_small}",
         f"runs_dir={runs}",
         "stages.cnn_teacher.max_epochs=2",
     ]
@@ -128,7 +122,7 @@ def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
     command = [
         *TRAIN,
         *TINY,
-        f"data.root={prepared}",
+        f"data.root={prepared_small}",
         f"runs_dir={runs}",
         "logger=wandb",
         "stages.cnn_teacher.max_epochs=2",
@@ -141,7 +135,8 @@ def test_a_resumed_stage_prints_none_of_the_known_noise(prepared, tmp_path):
     assert noise_in(output) == [], output
 
 
-def test_a_two_stage_run_prints_its_plan_stages_epochs_and_results_only(prepared, tmp_path):
+@pytest.mark.slow
+def test_a_two_stage_run_prints_its_plan_stages_epochs_and_results_only(prepared_small, tmp_path):
     """Teacher then student, W&B without WANDB_MODE and without credentials (a temporary home):
     offline, said once."""
     home = tmp_path / "home"
@@ -153,7 +148,7 @@ def test_a_two_stage_run_prints_its_plan_stages_epochs_and_results_only(prepared
         *TRAIN,
         *[setting for setting in TINY if not setting.startswith("stage=")],
         "pipeline=[cnn_teacher,cnn_student]",
-        f"data.root={prepared}",
+        f"data.root={prepared_small}",
         f"runs_dir={runs}",
         "logger=wandb",
         "stages.cnn_teacher.max_epochs=2",

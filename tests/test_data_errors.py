@@ -27,8 +27,9 @@ from abaw_lightning.data.loading.datamodules import CnnDataModule, GruDataModule
 from abaw_lightning.data.loading.datasets import FrameDataset, load_table, passthrough_collate
 from abaw_lightning.data.loading.feature_cache import FeatureCache
 from abaw_lightning.data.loading.feature_windows import FeatureWindowDataset
-from abaw_lightning.data.loading.images import prepare_command, read_image
+from abaw_lightning.data.loading.images import read_image
 from abaw_lightning.data.loading.windows import eval_windows
+from abaw_lightning.data.manifest import prepare_command
 from abaw_lightning.data.synth import generate
 from abaw_lightning.errors import UserError
 from abaw_lightning.stages.base import NonFiniteLossError

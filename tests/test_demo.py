@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from abaw_lightning.cli import main
 
 TINY_DEMO = [  # --scale tiny brings its own batch and window sizes
@@ -15,6 +17,7 @@ TINY_DEMO = [  # --scale tiny brings its own batch and window sizes
 ]
 
 
+@pytest.mark.slow
 def test_demo_runs_the_four_stages_on_synthetic_data(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--scale", "tiny", *TINY_DEMO]) == 0
     out = capsys.readouterr().out

@@ -16,7 +16,6 @@ import pytest
 import wandb
 from hydra.utils import instantiate
 from omegaconf import open_dict
-from prepared_data import write_prepared
 from support import SimulatedKill, kill_at, tiny_config, view_run
 
 from abaw_lightning import pipeline
@@ -31,11 +30,6 @@ from abaw_lightning.training.loggers import (
 )
 
 STAGE = ("stage=cnn_teacher", "stages.cnn_teacher.max_epochs=3")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=24)
 
 
 def flat(config: dict, prefix: str = "") -> dict:
@@ -178,10 +172,10 @@ def test_the_composed_logger_does_not_force_offline(own_wandb_settings, monkeypa
 
 
 def test_wandb_run_holds_the_variant_the_job_config_and_the_best_epoch(
-    prepared, tmp_path, no_network
+    prepared_small, tmp_path, no_network
 ):
     settings = ("logger=wandb", "experiment_name=tracked", *STAGE)
-    result = pipeline.run_pipeline(tiny_config(prepared, tmp_path, *settings))["cnn_teacher"]
+    result = pipeline.run_pipeline(tiny_config(prepared_small, tmp_path, *settings))["cnn_teacher"]
     assert os.environ["WANDB_MODE"] == "offline"
     root = view_run(tmp_path, "tracked", 0, "cnn_teacher")
     (records,) = read_segments(root)
@@ -194,7 +188,7 @@ def test_wandb_run_holds_the_variant_the_job_config_and_the_best_epoch(
     config = flat(merged(records, "config"))
     identity = json.loads((root / "identity.json").read_text())
     assert config["seed"] == 0 and config["experiment_name"] == "tracked"
-    assert config["data.root"] == str(prepared)
+    assert config["data.root"] == str(prepared_small)
     assert config["trainer.precision"] == "32-true"
     assert config["run.key"] == identity["key"] == root.name
     assert config["run.kind"] == "cnn_teacher" and config["run.group"] == "tracked"
@@ -209,16 +203,20 @@ def test_wandb_run_holds_the_variant_the_job_config_and_the_best_epoch(
     assert [row["epoch"] for row in history(records) if "val/total" in row] == [0, 1, 2]
 
 
-def test_killed_and_resumed_wandb_run_holds_every_validation_epoch_once(prepared, tmp_path):
+def test_killed_and_resumed_wandb_run_holds_every_validation_epoch_once(prepared_small, tmp_path):
     settings = ("logger=wandb", *STAGE)
     with pytest.raises(SimulatedKill):  # in epoch 1: W&B got epoch 0 and steps 4-5
-        pipeline.run_pipeline(tiny_config(prepared, tmp_path, *settings, *kill_at(6, "batch")))
+        pipeline.run_pipeline(
+            tiny_config(prepared_small, tmp_path, *settings, *kill_at(6, "batch"))
+        )
     root = view_run(tmp_path, "demo", 0, "cnn_teacher")
     with pytest.raises(SimulatedKill):  # resumed from epoch 1, killed in epoch 2 ...
-        pipeline.run_pipeline(tiny_config(prepared, tmp_path, *settings, *kill_at(10, "batch")))
+        pipeline.run_pipeline(
+            tiny_config(prepared_small, tmp_path, *settings, *kill_at(10, "batch"))
+        )
     second = next(sorted(root.glob("wandb/offline-run-*"))[-1].glob("run-*.wandb"))
     second.write_bytes(second.read_bytes()[:7])  # ... by kill -9: W&B's log kept its header only
-    result = pipeline.run_pipeline(tiny_config(prepared, tmp_path, *settings))["cnn_teacher"]
+    result = pipeline.run_pipeline(tiny_config(prepared_small, tmp_path, *settings))["cnn_teacher"]
 
     segments = read_segments(root)
     assert len(segments) == 3 and history(segments[1]) == []
@@ -241,20 +239,20 @@ def test_killed_and_resumed_wandb_run_holds_every_validation_epoch_once(prepared
     assert summary["validated_epochs"] == 3
 
 
-def test_resumed_csv_log_keeps_its_rows_and_equals_an_uninterrupted_one(prepared, tmp_path):
+def test_resumed_csv_log_keeps_its_rows_and_equals_an_uninterrupted_one(prepared_small, tmp_path):
     settings = ("logger=csv", *STAGE)
-    pipeline.run_pipeline(tiny_config(prepared, tmp_path / "whole", *settings))
+    pipeline.run_pipeline(tiny_config(prepared_small, tmp_path / "whole", *settings))
     whole = (view_run(tmp_path / "whole", "demo", 0, "cnn_teacher") / "csv/metrics.csv").read_text()
     runs = tmp_path / "killed"
     with pytest.raises(SimulatedKill):  # in epoch 1, resumed from the end of epoch 0
-        pipeline.run_pipeline(tiny_config(prepared, runs, *settings, *kill_at(6, "batch")))
+        pipeline.run_pipeline(tiny_config(prepared_small, runs, *settings, *kill_at(6, "batch")))
     log = view_run(runs, "demo", 0, "cnn_teacher") / "csv/metrics.csv"
     lines = log.read_text().splitlines(keepends=True)
     validation = next(i for i, line in enumerate(lines) if line.startswith("0,,3,,"))
     kept = "".join(lines[:validation])
     log.write_text(kept + lines[validation][:20])  # killed while writing epoch 0's validation
     with pytest.warns(UserWarning, match="metrics.csv: dropped its last row, cut off"):
-        pipeline.run_pipeline(tiny_config(prepared, runs, *settings))
+        pipeline.run_pipeline(tiny_config(prepared_small, runs, *settings))
     resumed = log.read_text()
     assert resumed.startswith(kept)  # the rows before the kill stay
     assert resumed == whole  # epoch 0's validation written again, every row once, in order

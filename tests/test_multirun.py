@@ -20,11 +20,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from prepared_data import write_prepared
 
 from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.metrics import ccc, expr_score
 from abaw_lightning.report import load_runs, summary
+
+pytestmark = pytest.mark.slow  # every test here starts abaw-train processes
 
 TINY = [
     "data.image_size=32",
@@ -41,11 +42,6 @@ TINY = [
 ]
 ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
 METRICS = ("expr_score", "expr_f1", "expr_acc", "ccc_v", "ccc_a", "total")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=24)
 
 
 def train_command(prepared: Path, runs: Path, *overrides: str) -> list[str]:
@@ -124,11 +120,11 @@ def kill_when(process: subprocess.Popen, folder: Path, pattern: str) -> None:
     assert list(folder.glob(pattern)), process.stderr.read().decode()[-3000:]
 
 
-def test_interrupted_sweep_over_experiments_and_seeds_reruns_then_reports(prepared, tmp_path):
+def test_interrupted_sweep_over_experiments_and_seeds_reruns_then_reports(prepared_small, tmp_path):
     runs = tmp_path / "runs"
     experiments = ("demo", "paper_teacher_2task")
     command = train_command(
-        prepared,
+        prepared_small,
         runs,
         "experiment=demo,paper_teacher_2task",
         "seed=0,1",
@@ -175,11 +171,11 @@ def test_interrupted_sweep_over_experiments_and_seeds_reruns_then_reports(prepar
             assert row[f"{name}_std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
 
 
-def test_ddp_spawn_two_cpu_processes_train_and_record(prepared, tmp_path):
+def test_ddp_spawn_two_cpu_processes_train_and_record(prepared_small, tmp_path):
     runs = tmp_path / "runs"
     output = run_ok(
         train_command(
-            prepared,
+            prepared_small,
             runs,
             "experiment=demo",
             "seed=0",

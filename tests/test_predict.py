@@ -377,6 +377,7 @@ def test_haar_detector_finds_the_face_of_a_real_photograph(checkpoints, tmp_path
     assert folder["face"].tolist() == [True, False]
 
 
+@pytest.mark.slow
 def test_real_face_video_is_tracked_past_false_detections(checkpoints, tmp_path):
     """The photograph panned across a 400x400 video: some frames hold a second, larger and weaker
     detection (on the suit). With --max-faces 1 the most confident box, the face, is the one

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from prepared_data import write_prepared
 from support import TINY, SimulatedKill, kill_at, store_runs, tiny_config, view_run
 
 from abaw_lightning import pipeline
@@ -37,11 +36,6 @@ STAGE = [
 ]
 """3 epochs of 6 steps, a periodic checkpoint every 2 steps."""
 NO_KILL = "key_ignores=[callbacks.kill,callbacks.record]"
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=36)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +80,7 @@ def moments(seed: int) -> list[tuple[int, str]]:
     return sorted(chosen, key=lambda moment: (moment[0], PHASES.index(moment[1])))
 
 
+@pytest.mark.slow
 def test_kills_at_eight_random_moments_end_as_the_uninterrupted_run(
     prepared, tmp_path, uninterrupted
 ):
@@ -224,6 +219,7 @@ def test_a_lock_left_by_a_killed_process_never_blocks(prepared, tmp_path, capsys
         pass
 
 
+@pytest.mark.slow
 def test_sigterm_saves_says_how_to_resume_and_exits_non_zero(prepared, tmp_path, uninterrupted):
     arguments = [
         "experiment=demo",
@@ -254,6 +250,7 @@ def test_sigterm_saves_says_how_to_resume_and_exits_non_zero(prepared, tmp_path,
     assert_same_run(result, run, uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_through_submitit_finishes_equal_to_uninterrupted_runs(
     prepared, tmp_path, uninterrupted
 ):

@@ -4,22 +4,18 @@ shared stages trained once, the paper's table in one command, plans, views, disk
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 from prepared_data import write_prepared
 from support import (
     GRU_TINY,
     RECORD,
     TINY,
     FitRecorder,
+    SimulatedKill,
+    kill_at,
     store_runs,
     tiny_config,
     train_in_process,
@@ -35,11 +31,6 @@ QUICK = [
     "stages.cnn_teacher.max_epochs=1",
     "stages.cnn_student.max_epochs=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=36)
 
 
 def keys(cfg) -> dict[str, str]:
@@ -134,6 +125,7 @@ def test_view_names_keep_only_result_changing_overrides():
     assert len(view_name("x", [f"data.parts=[{'a' * 200}]"])) < 20
 
 
+@pytest.mark.slow
 def test_lam_sweep_trains_each_teacher_once_and_reports_two_variants(
     prepared, tmp_path, monkeypatch
 ):
@@ -166,6 +158,7 @@ def test_lam_sweep_trains_each_teacher_once_and_reports_two_variants(
     assert len(table) == 3
 
 
+@pytest.mark.slow
 def test_paper_in_one_command_plans_six_distinct_runs_then_reuses_them(
     tmp_path, monkeypatch, capsys
 ):
@@ -218,50 +211,25 @@ def test_two_experiments_share_their_teacher(prepared, tmp_path):
     assert view_run(tmp_path, "paper_student_no_sharing", 0, "cnn_teacher") == shared
 
 
-def test_kill_9_then_a_changed_setting_is_a_new_run_and_the_old_one_still_resumes(
-    prepared, tmp_path, monkeypatch
-):
-    env = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    arguments = [
-        "experiment=demo",
-        f"data.root={prepared}",
-        f"runs_dir={tmp_path}",
-        "stage=cnn_teacher",
-        "logger=none",
-        "checkpoint_every_n_steps=2",
-        *TINY,
-        "stages.cnn_teacher.max_epochs=3",
-    ]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "abaw_lightning.train", *arguments],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 300
-    while not list(tmp_path.glob("store/cnn_teacher/*/checkpoints/last.ckpt")):
-        assert process.poll() is None and time.monotonic() < deadline, (
-            process.stderr.read().decode()
-        )
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+def test_a_killed_run_stays_resumable_under_its_own_settings_only(prepared, tmp_path):
+    stage = ["logger=none", "stage=cnn_teacher", "checkpoint_every_n_steps=2"]
+    stage += ["stages.cnn_teacher.max_epochs=3", "key_ignores=[callbacks.kill,callbacks.record]"]
+    with pytest.raises(SimulatedKill):  # as kill -9 after step 5: last.ckpt holds step 4
+        pipeline.run_pipeline(tiny_config(prepared, tmp_path, *stage, *kill_at(5, "batch")))
     (killed,) = store_runs(tmp_path, "cnn_teacher", complete=False)
     saved = (killed / "checkpoints" / "last.ckpt").read_bytes()
     FitRecorder.clear()
-    train_in_process(
-        monkeypatch, *arguments, "stages.cnn_teacher.module.optimizer.lr=0.01", *RECORD
-    )
+    changed = [*stage, "stages.cnn_teacher.module.optimizer.lr=0.01", *RECORD]
+    pipeline.run_pipeline(tiny_config(prepared, tmp_path, *changed))
     assert FitRecorder.starts == [(0, 0)]  # a new run, from scratch
     assert Path(FitRecorder.folders[0]).name != killed.name
     assert (killed / "checkpoints" / "last.ckpt").read_bytes() == saved  # the old one is kept
     assert not (killed / "metrics.json").exists()
     FitRecorder.clear()
-    train_in_process(monkeypatch, *arguments, *RECORD)  # its own settings again: it resumes
-    step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    pipeline.run_pipeline(tiny_config(prepared, tmp_path, *stage, *RECORD))  # its own settings
     assert FitRecorder.folders == [str(killed)]
-    assert FitRecorder.starts[0][1] > 0
-    assert json.loads((killed / "metrics.json").read_text())["global_step"] == step
+    assert FitRecorder.starts == [(0, 4)]  # resumed where the kill left it
+    assert json.loads((killed / "metrics.json").read_text())["global_step"] == 18
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(prepared, tmp_path, capsys):
@@ -304,6 +272,7 @@ def test_plan_estimates_from_finished_runs_and_copied_runs_folders_work(prepared
     assert not list(runs.glob("store/cnn_student/*"))  # the original folder was never written
 
 
+@pytest.mark.slow
 def test_disk_use_and_dropping_finished_feature_caches(tmp_path, capsys):
     prepared = write_prepared(tmp_path / "prepared", rows=96, videos=3)
     runs = tmp_path / "runs"

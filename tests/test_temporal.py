@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from prepared_data import write_prepared
 from support import GRU_TINY, RECORD, FitRecorder, crash_at, tiny_config, view_run
 
 from abaw_lightning import pipeline
@@ -17,17 +16,11 @@ from abaw_lightning.models.checkpoints import load_temporal
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """Three 32-frame videos per task: one training window per video."""
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=96, videos=3)
-
-
-@pytest.fixture(scope="module")
-def cnn_runs(prepared, tmp_path_factory) -> Path:
+def cnn_runs(prepared_videos, tmp_path_factory) -> Path:
     """Runs folder whose seed 0 already has both CNN stages."""
     runs = tmp_path_factory.mktemp("runs")
     for stage in ("cnn_teacher", "cnn_student"):
-        cfg = tiny_config(prepared, runs, "logger=none", f"stage={stage}", *GRU_TINY)
+        cfg = tiny_config(prepared_videos, runs, "logger=none", f"stage={stage}", *GRU_TINY)
         pipeline.run_pipeline(cfg)
     return runs
 
@@ -54,9 +47,9 @@ def test_temporal_model_shapes_and_task_inputs():
     assert (gru.input_size, gru.hidden_size, gru.bidirectional) == (128, 8, True)
 
 
-def test_gru_teacher_and_student_train_from_the_cache(prepared, cnn_runs, tmp_path):
+def test_gru_teacher_and_student_train_from_the_cache(prepared_videos, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
-    cfg = tiny_config(prepared, runs, "logger=none", *GRU_TINY)
+    cfg = tiny_config(prepared_videos, runs, "logger=none", *GRU_TINY)
     results = pipeline.run_pipeline(cfg)
     assert list(results) == ["cnn_teacher", "cnn_student", "gru_teacher", "gru_student"]
     student_run = view_run(runs, "demo", 0, "cnn_student")
@@ -80,31 +73,33 @@ def test_gru_teacher_and_student_train_from_the_cache(prepared, cnn_runs, tmp_pa
     assert isinstance(load_temporal(teacher), TemporalModel)
 
 
-def test_gru_stage_online_mode_trains_from_images(prepared, cnn_runs, tmp_path):
+def test_gru_stage_online_mode_trains_from_images(prepared_videos, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
     cfg = tiny_config(
-        prepared, runs, "logger=none", "stage=gru_teacher", "features.mode=online", *GRU_TINY
+        prepared_videos, runs, "logger=none", "stage=gru_teacher", "features.mode=online", *GRU_TINY
     )
     result = pipeline.run_pipeline(cfg)["gru_teacher"]
     assert result["epochs"] == 2
     assert not (view_run(runs, "demo", 0, "cnn_student") / "features").exists()
 
 
-def test_gru_stage_resumes_after_a_crash(prepared, cnn_runs, tmp_path):
+def test_gru_stage_resumes_after_a_crash(prepared_videos, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
     settings = ("logger=none", "stage=gru_teacher", *GRU_TINY, "stages.gru_teacher.max_epochs=3")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        pipeline.run_pipeline(tiny_config(prepared, runs, *settings, *crash_at(2)))
+        pipeline.run_pipeline(tiny_config(prepared_videos, runs, *settings, *crash_at(2)))
     last = view_run(runs, "demo", 0, "gru_teacher") / "checkpoints" / "last.ckpt"
     steps = torch.load(last, weights_only=True)["global_step"]
     FitRecorder.clear()
-    result = pipeline.run_pipeline(tiny_config(prepared, runs, *settings, *RECORD))["gru_teacher"]
+    result = pipeline.run_pipeline(tiny_config(prepared_videos, runs, *settings, *RECORD))[
+        "gru_teacher"
+    ]
     assert FitRecorder.starts == [(2, steps)]
     assert [entry["epoch"] for entry in result["history"]] == [0, 1, 2]
 
 
-def test_gru_student_without_gru_teacher_says_what_to_run(prepared, cnn_runs, tmp_path):
+def test_gru_student_without_gru_teacher_says_what_to_run(prepared_videos, cnn_runs, tmp_path):
     runs = copy_runs(cnn_runs, tmp_path / "runs")
-    cfg = tiny_config(prepared, runs, "logger=none", "stage=gru_student", *GRU_TINY)
+    cfg = tiny_config(prepared_videos, runs, "logger=none", "stage=gru_student", *GRU_TINY)
     with pytest.raises(Exception, match="stage=gru_teacher"):
         pipeline.run_pipeline(cfg)

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from prepared_data import write_prepared
 from support import (
     RECORD,
     TEST_CALLBACKS,
-    TINY,
     FitRecorder,
     crash_at,
     tiny_config,
@@ -29,11 +21,6 @@ from support import (
 from abaw_lightning import pipeline
 from abaw_lightning.errors import UserError
 from abaw_lightning.stages.base import NonFiniteLossError
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    return write_prepared(tmp_path_factory.mktemp("prepared"), rows=36)
 
 
 def test_teacher_then_student_train_validate_and_write_artifacts(prepared, tmp_path):
@@ -163,6 +150,7 @@ def test_finished_stage_is_skipped_and_non_result_settings_share_the_run(prepare
     assert len(list((tmp_path / "store" / "cnn_teacher").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_seed_zero_is_honoured_and_seeds_differ(prepared, tmp_path):
     results = {}
     for seed, runs in ((0, "a"), (0, "b"), (1, "c")):
@@ -230,44 +218,6 @@ def test_cli_reports_config_typo_and_user_errors_without_traceback(tmp_path, mon
     assert missing.value.code == 2
     err = capfd.readouterr().err
     assert "abaw prepare" in err and "Traceback" not in err
-
-
-def test_kill_9_mid_epoch_then_rerun_continues(prepared, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "abaw_lightning.train",
-        "experiment=demo",
-        f"data.root={prepared}",
-        f"runs_dir={tmp_path}",
-        "stage=cnn_teacher",
-        "logger=none",
-        "checkpoint_every_n_steps=2",
-        *[o for o in TINY if "max_epochs" not in o],
-        "stages.cnn_teacher.max_epochs=4",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    store = tmp_path / "store" / "cnn_teacher"
-    deadline = time.monotonic() + 300
-    while (
-        not list(store.glob("*/checkpoints/last.ckpt"))
-        and process.poll() is None
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    lasts = list(store.glob("*/checkpoints/last.ckpt"))
-    assert lasts, process.stderr.read().decode()
-    saved_step = torch.load(lasts[0], weights_only=True)["global_step"]
-    assert saved_step >= 2
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resuming from" in rerun.stdout
-    metrics = json.loads((lasts[0].parent.parent / "metrics.json").read_text())
-    assert metrics["epochs"] == 4
 
 
 def test_compiled_backbone_keeps_checkpoint_keys():

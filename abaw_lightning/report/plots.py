@@ -9,9 +9,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from abaw_lightning.report.tables import DISPLAY
+from abaw_lightning.schema import EXPR_CLASSES
 
-EXPRESSIONS = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
-"""Aff-Wild2's class order (labels 0-6)."""
 CURVES = ("expr_score", "ccc_v", "ccc_a", "total")
 
 
@@ -73,8 +72,8 @@ def confusion_matrix(predictions: pd.DataFrame, title: str = "") -> Figure:
             color = "white" if rates[truth, pred] > 0.5 else "black"
             text = f"{rates[truth, pred]:.2f}\n{counts[truth, pred]}"
             axis.text(pred, truth, text, ha="center", va="center", fontsize=7, color=color)
-    axis.set_xticks(range(7), EXPRESSIONS, rotation=45, ha="right")
-    axis.set_yticks(range(7), EXPRESSIONS)
+    axis.set_xticks(range(7), EXPR_CLASSES, rotation=45, ha="right")
+    axis.set_yticks(range(7), EXPR_CLASSES)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     figure.colorbar(image, ax=axis, label="fraction of the true class")

@@ -23,16 +23,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.schema import METRIC_NAMES
 from abaw_lightning.store.runs import VIEW, RunDir, read_view
 
-METRICS = {
-    "expr_score": "val/expr_score",
-    "expr_f1": "val/expr_f1",
-    "expr_acc": "val/expr_acc",
-    "ccc_v": "val/ccc_v",
-    "ccc_a": "val/ccc_a",
-    "total": "val/total",
-}
+METRICS = METRIC_NAMES
 """Report column -> key in metrics.json's `best` and `history` records."""
 PAPER = {
     "teacher CNN, 2 tasks": (0.498, 0.374, 0.407),

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from abaw_lightning.errors import UserError
 from abaw_lightning.losses import Distillation, va_expectation
 from abaw_lightning.metrics import ExprMetric, VAMetric
+from abaw_lightning.schema import METRIC_NAMES, MONITOR
 
 Parts = Mapping[str, Mapping[str, Tensor]]
 """Per-part tensors: model outputs ({"expr", "va"} logits) or labels ({"expr", "va"})."""
@@ -98,16 +99,16 @@ class AffectStage(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         expr, va = self.val_expr.compute(), self.val_va.compute()
-        metrics = {
-            "val/expr_f1": expr["f1"],
-            "val/expr_acc": expr["acc"],
-            "val/expr_score": expr["score"],
-            "val/ccc_v": va["ccc_v"],
-            "val/ccc_a": va["ccc_a"],
-            "val/total": expr["score"] + va["ccc_v"] + va["ccc_a"],
+        values = {
+            "expr_f1": expr["f1"],
+            "expr_acc": expr["acc"],
+            "expr_score": expr["score"],
+            "ccc_v": va["ccc_v"],
+            "ccc_a": va["ccc_a"],
+            "total": expr["score"] + va["ccc_v"] + va["ccc_a"],
         }
-        for key, value in metrics.items():
-            self.log(key, float(value), prog_bar=key == "val/total")
+        for name, key in METRIC_NAMES.items():
+            self.log(key, float(values[name]), prog_bar=key == MONITOR)
         self.val_expr.reset()
         self.val_va.reset()
 

@@ -15,11 +15,10 @@ from torch.utils.data import Dataset
 
 from abaw_lightning.losses import va_expectation
 from abaw_lightning.models.checkpoints import read_checkpoint
+from abaw_lightning.schema import VALIDATION
 from abaw_lightning.stages.base import AffectStage
 
-SETS = ("expr", "va")
-"""Validation dataloader 0 is the Aff-Wild2 EXPR set, 1 the VA set (AffectStage's order)."""
-COLUMNS = (
+PREDICTION_COLUMNS = (
     "set",
     "image",
     "expr_true",
@@ -50,7 +49,7 @@ def predict_validation(
     checkpoint: str | Path,
 ) -> pd.DataFrame:
     """Run ``checkpoint``'s weights over the validation sets the way validation does (device,
-    precision, batches, limit_val_batches) and return one row per scored frame (`COLUMNS`)."""
+    precision, batches, limit_val_batches): one row per scored frame (`PREDICTION_COLUMNS`)."""
     module.load_state_dict(read_checkpoint(checkpoint)["state_dict"])
     device = trainer.strategy.root_device
     module.to(device).eval()
@@ -63,13 +62,13 @@ def predict_validation(
         limits = [math.inf] * len(loaders)
     tables = [
         _predict_set(trainer, module, loader, limit, name)
-        for name, loader, limit in zip(SETS, loaders, limits, strict=True)
+        for name, loader, limit in zip(VALIDATION, loaders, limits, strict=True)
     ]
     return pd.concat(tables, ignore_index=True)
 
 
 def _predict_set(trainer, module: AffectStage, loader, limit: float, name: str) -> pd.DataFrame:
-    columns: dict[str, list[np.ndarray]] = {key: [] for key in COLUMNS[2:]}
+    columns: dict[str, list[np.ndarray]] = {key: [] for key in PREDICTION_COLUMNS[2:]}
     with torch.no_grad():
         for index, batch in enumerate(loader):
             if index >= limit:
@@ -93,7 +92,7 @@ def _predict_set(trainer, module: AffectStage, loader, limit: float, name: str) 
         {
             "expr_true": "int8",
             "expr_pred": "int8",
-            **{key: "float32" for key in COLUMNS[4:]},
+            **{key: "float32" for key in PREDICTION_COLUMNS[4:]},
         }
     )
 

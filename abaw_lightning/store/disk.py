@@ -15,7 +15,7 @@ from pathlib import Path
 from abaw_lightning.errors import UserError
 from abaw_lightning.store.runs import RunDir, read_json, store_runs
 
-PARTS = ("checkpoints", "features", "logs", "other")
+CATEGORIES = ("checkpoints", "features", "logs", "other")
 
 
 def folder_bytes(folder: Path) -> int:
@@ -39,7 +39,7 @@ def disk_use(runs_dir: str | Path) -> dict[str, dict[str, int]]:
     """Per stage kind: runs, complete runs, and bytes in checkpoints, features, logs, other."""
     usage: dict[str, dict[str, int]] = {}
     for run in store_runs(runs_dir):
-        row = usage.setdefault(run.kind, {"runs": 0, "complete": 0, **dict.fromkeys(PARTS, 0)})
+        row = usage.setdefault(run.kind, {"runs": 0, "complete": 0, **dict.fromkeys(CATEGORIES, 0)})
         row["runs"] += 1
         row["complete"] += run.complete
         for entry in run.root.iterdir():

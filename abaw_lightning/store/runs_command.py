@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.store.disk import PARTS, disk_use, drop, droppable_caches
+from abaw_lightning.store.disk import CATEGORIES, disk_use, drop, droppable_caches
 from abaw_lightning.store.runs import store_dir
 
 console = Console()
@@ -44,19 +44,19 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "du":
         usage = disk_use(args.runs_dir)
         table = Table(title=f"{store_dir(args.runs_dir)}: disk use per stage kind")
-        for column in ("kind", "runs", "complete", *PARTS, "total"):
+        for column in ("kind", "runs", "complete", *CATEGORIES, "total"):
             table.add_column(column, justify="left" if column == "kind" else "right")
-        totals = dict.fromkeys(PARTS, 0)
+        totals = dict.fromkeys(CATEGORIES, 0)
         for kind, row in usage.items():
-            cells = [size(row[part]) for part in PARTS]
+            cells = [size(row[part]) for part in CATEGORIES]
             table.add_row(
                 kind,
                 str(row["runs"]),
                 str(row["complete"]),
                 *cells,
-                size(sum(row[part] for part in PARTS)),
+                size(sum(row[part] for part in CATEGORIES)),
             )
-            totals = {part: totals[part] + row[part] for part in PARTS}
+            totals = {part: totals[part] + row[part] for part in CATEGORIES}
         table.add_row(
             "all", "", "", *map(size, totals.values()), size(sum(totals.values())), style="bold"
         )

@@ -119,7 +119,7 @@ def crop(image: np.ndarray, square: Square) -> np.ndarray:
     return cv2.resize(region, (size, size), interpolation=interpolation)
 
 
-def read_image(path: str) -> np.ndarray | None:
+def decode_source(path: str) -> np.ndarray | None:
     """BGR uint8 image, or None when the file is missing, corrupt, truncated or not an image."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -159,7 +159,7 @@ def make_one(job: CropJob) -> str:
     existed = os.path.exists(job.dst)
     if existed and crop_problem(job.dst, stored_side(job.square)) is None:
         return REUSED
-    image = read_image(job.src)
+    image = decode_source(job.src)
     if image is None:
         return "corrupt or unreadable image"
     ok, encoded = cv2.imencode(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,10 +36,8 @@ from abaw_lightning.data.loading.windows import (
     train_windows,
 )
 from abaw_lightning.errors import UserError
+from abaw_lightning.schema import PARTS, VALIDATION
 
-PARTS = ("expr", "va", "expr_va")
-VALIDATION = ("expr", "va")
-"""Validation tables: Aff-Wild2 EXPR (dataloader 0) and VA (dataloader 1)."""
 PART_TASKS = {"expr": ("expr",), "va": ("va",), "expr_va": ("expr", "va")}
 """The labels every row of a part carries."""
 
@@ -70,12 +69,27 @@ def longest_run(frames: pd.DataFrame) -> int:
 
 
 class _Loaders(pl.LightningDataModule):
-    """DataLoader settings shared by both datamodules."""
+    """What both datamodules share: the prepared folder, batch sizes, image sizes, the run's seed
+    and the DataLoader settings."""
 
     def __init__(
-        self, num_workers: int, pin_memory: bool, persistent_workers: bool, prefetch_factor: int
+        self,
+        root: str | Path,
+        batch_size: int,
+        val_batch_size: int,
+        image_size: int = 112,
+        resize: int | None = None,
+        seed: int = 0,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 4,
     ) -> None:
         super().__init__()
+        self.root = Path(root)
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.image_size, self.resize = image_size, resize
+        self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -117,25 +131,13 @@ class CnnDataModule(_Loaders):
         parts: tuple[str, ...] | list[str] = PARTS,
         batch_size: int = 64,
         val_batch_size: int = 256,
-        image_size: int = 112,
-        resize: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        prefetch_factor: int = 4,
-        seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(num_workers, pin_memory, persistent_workers, prefetch_factor)
+        super().__init__(root, batch_size, val_batch_size, **settings)
         unknown = sorted(set(parts) - set(PARTS))
         if unknown:
             raise UserError(f"data.parts: unknown parts {unknown}; choose from {list(PARTS)}")
-        self.root = Path(root)
         self.parts = tuple(parts)
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size
-        self.image_size = image_size
-        self.resize = resize
-        self.seed = seed
         self.train_sets: dict[str, FrameDataset] = {}
         self.train_weights: dict[str, object] = {}
         self.val_sets: list[FrameDataset] = []
@@ -196,25 +198,15 @@ class GruDataModule(_Loaders):
         train_stride: int = 16,
         batch_size: int = 16,
         val_batch_size: int = 64,
-        image_size: int = 112,
-        resize: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        prefetch_factor: int = 4,
-        seed: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(num_workers, pin_memory, persistent_workers, prefetch_factor)
+        super().__init__(root, batch_size, val_batch_size, **settings)
         unknown = sorted(set(tasks) - set(PARTS))
         if unknown:
             raise UserError(f"gru_tasks: unknown parts {unknown}; choose from {list(PARTS)}")
-        self.root = Path(root)
         self.tasks = tuple(tasks)
         self.features = None if features is None else Path(features)
         self.length, self.train_stride = length, train_stride
-        self.batch_size, self.val_batch_size = batch_size, val_batch_size
-        self.image_size, self.resize = image_size, resize
-        self.seed = seed
         self.train_sets: dict[str, Dataset] = {}
         self.val_sets: list[Dataset] = []
 

@@ -17,9 +17,9 @@ from abaw_lightning.data.loading.samplers import Draw
 from abaw_lightning.data.loading.transforms import SeededTransform
 from abaw_lightning.data.manifest import check_prepared
 from abaw_lightning.errors import UserError
+from abaw_lightning.schema import COLUMNS, WEIGHT
 
-COLUMNS = ("image", "source", "video", "frame", "expr", "valence", "arousal")
-PART_COLUMNS = (*COLUMNS, "weight")
+PART_COLUMNS = (*COLUMNS, WEIGHT)
 """The training parts also carry the balancing sampler's weights."""
 KINDS = {
     "image": ("text", is_string_dtype),

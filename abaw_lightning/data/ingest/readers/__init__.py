@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.schema import COLUMNS as TABLE_COLUMNS
 
 AFFWILD2_IMAGES = "affwild2_images"
 """Name of the link to Aff-Wild2's `cropped_aligned` inside the prepared folder."""
@@ -32,7 +33,7 @@ READABLE_SUFFIXES = frozenset(
 EXAMPLES_PER_REASON = 5
 """How many locations (file:line) are remembered per skip reason, for the manifest."""
 
-COLUMNS = ["image", "source", "video", "frame", "expr", "valence", "arousal"]
+COLUMNS = list(TABLE_COLUMNS)
 """Columns of every prepared table (README, "Prepared dataset layout")."""
 
 
