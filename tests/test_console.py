@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 from hydra import compose, initialize_config_dir
-from support import crash_at
+from support import TINY, crash_at
 
 from abaw_lightning import cli, pipeline
 from abaw_lightning.configs import CONFIG_DIR
@@ -95,22 +95,20 @@ def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():
     assert len(logger.filters) == 1
 
 
-TINY = [
+RUN = [
+    *TINY,
     "experiment=demo",
     "stage=cnn_teacher",
-    "data.image_size=32",
-    "data.batch_size=6",
-    "data.num_workers=0",
-    "model.arch=resnet18",
-    "trainer.log_every_n_steps=50",  # more than the 4 batches of an epoch
+    "trainer.log_every_n_steps=50",  # more than the batches of an epoch: Lightning's warning
 ]
+"""A tiny stage as `abaw-train` runs it, with the settings that made Lightning chatter."""
 
 
 @pytest.mark.slow
 def test_a_resumed_stage_prints_none_of_the_known_noise(prepared_small, tmp_path):
     runs = tmp_path / "runs"
     settings = [
-        *TINY,
+        *RUN,
         f"data.root={prepared_small}",
         f"runs_dir={runs}",
         "stages.cnn_teacher.max_epochs=2",
@@ -121,7 +119,7 @@ def test_a_resumed_stage_prints_none_of_the_known_noise(prepared_small, tmp_path
         pipeline.run_pipeline(cfg)  # interrupted after epoch 0: the command below resumes it
     command = [
         *TRAIN,
-        *TINY,
+        *RUN,
         f"data.root={prepared_small}",
         f"runs_dir={runs}",
         "logger=wandb",
@@ -146,7 +144,7 @@ def test_a_two_stage_run_prints_its_plan_stages_epochs_and_results_only(prepared
     runs = tmp_path / "runs"
     command = [
         *TRAIN,
-        *[setting for setting in TINY if not setting.startswith("stage=")],
+        *[setting for setting in RUN if not setting.startswith("stage=")],
         "pipeline=[cnn_teacher,cnn_student]",
         f"data.root={prepared_small}",
         f"runs_dir={runs}",

@@ -20,6 +20,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support import TINY
 
 from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.metrics import ccc, expr_score
@@ -27,19 +28,14 @@ from abaw_lightning.report import load_runs, summary
 
 pytestmark = pytest.mark.slow  # every test here starts abaw-train processes
 
-TINY = [
-    "data.image_size=32",
-    "data.batch_size=6",
+SWEEP = [
+    *TINY,
     "data.val_batch_size=16",
-    "data.num_workers=0",
-    "data.pin_memory=false",
-    "model.arch=resnet18",
-    "model.weights=none",
     "pipeline=[cnn_teacher]",
     "stages.cnn_teacher.max_epochs=1",
     "+trainer.limit_train_batches=2",
-    "trainer.log_every_n_steps=1",
 ]
+"""One step-limited CNN teacher per job."""
 ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
 METRICS = ("expr_score", "expr_f1", "expr_acc", "ccc_v", "ccc_a", "total")
 
@@ -52,7 +48,7 @@ def train_command(prepared: Path, runs: Path, *overrides: str) -> list[str]:
         "-m",
         f"data.root={prepared}",
         f"runs_dir={runs}",
-        *TINY,
+        *SWEEP,
         *overrides,
     ]
 
