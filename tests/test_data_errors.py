@@ -246,6 +246,7 @@ def tables_hold(root: Path, image: str) -> bool:
     return any(image in set(pd.read_parquet(p)["image"]) for p in root.glob("*/*.parquet"))
 
 
+@pytest.mark.slow
 def test_the_advice_for_unreadable_crops_and_frames_fixes_them(real_prepared):
     root = real_prepared
     expr = load_table(root, "parts/expr")
@@ -330,6 +331,7 @@ def test_nonfinite_feature_cache_is_named_marked_and_extracted_again(
     assert "stale" not in json.loads((folder / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_extraction_from_a_nan_checkpoint_names_it_and_completes_nothing(
     features_prepared, tmp_path
 ):

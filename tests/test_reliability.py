@@ -97,6 +97,7 @@ def test_kills_at_eight_random_moments_end_as_the_uninterrupted_run(
     assert not list(run.rglob("*.tmp"))  # no orphaned temporary file
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_previous_checkpoint(prepared, tmp_path, monkeypatch):
     saves = {"count": 0}
     real_save = torch.save
@@ -128,6 +129,7 @@ def test_orphaned_temporary_files_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
+@pytest.mark.slow
 def test_an_unreadable_last_checkpoint_is_named_and_the_best_one_resumes(
     prepared, tmp_path, capsys
 ):

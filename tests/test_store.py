@@ -211,6 +211,7 @@ def test_two_experiments_share_their_teacher(prepared, tmp_path):
     assert view_run(tmp_path, "paper_student_no_sharing", 0, "cnn_teacher") == shared
 
 
+@pytest.mark.slow
 def test_a_killed_run_stays_resumable_under_its_own_settings_only(prepared, tmp_path):
     stage = ["logger=none", "stage=cnn_teacher", "checkpoint_every_n_steps=2"]
     stage += ["stages.cnn_teacher.max_epochs=3", "key_ignores=[callbacks.kill,callbacks.record]"]

@@ -12,7 +12,15 @@ from torchvision import models
 from abaw_lightning.errors import UserError
 from abaw_lightning.models.weights import WEIGHT_CHOICES, load_backbone_file, normalisation
 
+
+def resnet10(weights: None = None, **settings) -> models.ResNet:
+    """ResNet-10: torchvision's ResNet with one basic block per stage (half of ResNet-18's
+    weights); no pretrained weights exist. For quick CPU runs (tests, trials)."""
+    return models.ResNet(models.resnet.BasicBlock, [1, 1, 1, 1], **settings)
+
+
 ARCHITECTURES = {
+    "resnet10": (resnet10, None),
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2),
@@ -82,6 +90,11 @@ class Backbone(nn.Module):
         if weights in ("file", "ferplus") and not weights_path:
             raise UserError(f"model.weights={weights} needs model.weights_path=<file>")
         build, imagenet = ARCHITECTURES[arch]
+        if weights == "imagenet" and imagenet is None:
+            raise UserError(
+                f"model.arch={arch} has no ImageNet weights: pass model.weights=none, or "
+                "model.arch=resnet18 / resnet34 / resnet50"
+            )
         if weights == "imagenet":
             self.resnet = _download_imagenet(build, imagenet, arch, norm_layer=norm_layer)
         else:
