@@ -4,6 +4,7 @@ RUNS_DIR`: delete the GRU feature caches whose GRU runs are all complete (rebuil
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -13,7 +14,8 @@ from abaw_lightning.errors import UserError
 from abaw_lightning.store.disk import CATEGORIES, disk_use, drop, droppable_caches
 from abaw_lightning.store.runs import store_dir
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
+"""Piped or logged output keeps the whole table instead of rich's 80-column default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
