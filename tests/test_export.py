@@ -141,7 +141,7 @@ def test_onnx_reproduces_abaw_predict_on_a_real_photograph(tmp_path_factory, tmp
     out = tmp_path / "out"
     assert main(["predict", "--ckpt", str(ckpt), str(photo), "--out", str(out)]) == 0
     row = pd.read_csv(out / "astronaut.csv").iloc[0]
-    crop = crop_face(rgb, (row["x"], row["y"], row["w"], row["h"]))  # README: margin 0.1, the stored-crop size
+    crop = crop_face(rgb, (row["x"], row["y"], row["w"], row["h"]))  # as in README: margin 0.1
     size, resize = meta["image_size"], meta["resize"]
     offset = (resize - size) // 2
     resized = cv2.resize(crop, (resize, resize), interpolation=cv2.INTER_LINEAR)

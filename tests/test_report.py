@@ -295,6 +295,11 @@ def test_missing_or_empty_runs_folder_is_a_user_error(tmp_path):
         report.load_runs(tmp_path / "nowhere")
     with pytest.raises(UserError, match="no experiment in"):
         report.load_runs(tmp_path)
+    old = tmp_path / "paper_x" / "seed_0" / "cnn_teacher"  # the layout before the store
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="runs of the layout before the stage store"):
+        report.load_runs(tmp_path)
 
 
 def test_frame_images_of_gru_windows_are_the_masked_frames_once_each(tmp_path):

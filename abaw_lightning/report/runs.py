@@ -80,9 +80,19 @@ def find_views(runs_dir: Path) -> list[Path]:
         for seed in sorted(seeds)
     ]
     if not views:
+        legacy = sorted(runs_dir.glob("*/seed_*/*/metrics.json")) or sorted(
+            runs_dir.glob("seed_*/*/metrics.json")
+        )
+        hint = (
+            f"; {legacy[0].parent} and others are runs of the layout before the stage store, "
+            "which the report no longer reads: train them again with the same command (the store "
+            "keeps them by key from now on)"
+            if legacy
+            else ""
+        )
         raise UserError(
             f"no experiment in {runs_dir}: expected <runs_dir>/<experiment>/seed_<s>/view.json "
-            "as abaw-train writes them"
+            f"as abaw-train writes them{hint}"
         )
     return views
 
