@@ -11,6 +11,9 @@ import torch
 from abaw_lightning.errors import UserError
 
 INSTEAD = "pass trainer=cpu, or trainer=default, which uses a GPU when there is one"
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+"""Strategies whose training processes are children of the run: the others re-launch the whole
+``abaw-train`` command in every process, where the copies wait on the run's lock forever."""
 GPUS = {"cuda": "CUDA GPU", "mps": "MPS (Apple) GPU"}
 
 
@@ -75,6 +78,7 @@ def check_trainer_settings(trainer_kwargs: Mapping[str, Any]) -> None:
             f"machine has {available}: pass trainer.devices={available} (or trainer.devices=-1 "
             "for all of them)."
         )
+    _check_processes(trainer_kwargs, accelerator, wanted, available)
     precision = str(trainer_kwargs.get("precision", "32-true"))
     if accelerator == "cpu" and precision in ("16", "16-mixed"):
         raise UserError(
@@ -85,4 +89,22 @@ def check_trainer_settings(trainer_kwargs: Mapping[str, Any]) -> None:
         raise UserError(
             f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) has no "
             "bfloat16; pass trainer.precision=16-mixed (or 32-true)."
+        )
+
+
+def _check_processes(
+    trainer_kwargs: Mapping[str, Any], accelerator: str, wanted: int | None, available: int | None
+) -> None:
+    """Several training processes need a spawning strategy: Lightning's default for them (plain
+    ``ddp``) starts copies of the command that block on the run lock the first one holds."""
+    if wanted is None:  # "auto" / -1: every GPU there is (Lightning takes one CPU device)
+        wanted = available if accelerator in GPUS else 1
+    processes = (wanted or 1) * int(trainer_kwargs.get("num_nodes") or 1)
+    strategy = trainer_kwargs.get("strategy", "auto")
+    if processes > 1 and isinstance(strategy, str) and strategy not in SPAWNING:
+        raise UserError(
+            f"trainer.devices={trainer_kwargs.get('devices')} runs {processes} training processes "
+            f"but trainer.strategy={strategy} would re-launch this command in each of them (they "
+            "would wait on this run's lock forever): pass trainer=ddp (ddp_spawn), or "
+            "trainer.devices=1."
         )

@@ -86,3 +86,25 @@ def test_more_gpus_than_the_machine_has(monkeypatch):
 def test_lightning_fails_where_the_check_refuses_a_gpu(tmp_path):
     with pytest.raises(InstantiationException, match="No supported gpu backend"):
         instantiate(trainer_settings("trainer=gpu"), default_root_dir=str(tmp_path))
+
+
+def test_several_processes_need_a_spawning_strategy(monkeypatch):
+    gpus(monkeypatch, 0)
+    for settings in (
+        trainer_settings("trainer=cpu", "trainer.devices=4"),
+        {"accelerator": "cpu", "devices": 2, "strategy": "ddp"},
+        {"accelerator": "cpu", "devices": 1, "num_nodes": 2},
+    ):
+        message = refusal(settings)
+        assert "would re-launch this command" in message
+        assert message.endswith("pass trainer=ddp (ddp_spawn), or trainer.devices=1.")
+    check_trainer_settings(trainer_settings("trainer=ddp", "trainer.accelerator=cpu"))
+    gpus(monkeypatch, 2)
+    assert "runs 2 training processes" in refusal(
+        trainer_settings("trainer=gpu", "trainer.devices=2")
+    )
+    assert "runs 2 training processes" in refusal(
+        trainer_settings("trainer=gpu", "trainer.devices=-1")
+    )
+    check_trainer_settings(trainer_settings("trainer=ddp"))
+    check_trainer_settings(trainer_settings("trainer=gpu"))
