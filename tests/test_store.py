@@ -23,7 +23,7 @@ from support import (
 )
 
 from abaw_lightning import cli, pipeline, report
-from abaw_lightning.store.plan import make_plan
+from abaw_lightning.store.plan import estimates, make_plan
 from abaw_lightning.store.views import view_name
 
 QUICK = [
@@ -303,3 +303,33 @@ def test_disk_use_and_dropping_finished_feature_caches(tmp_path, capsys):
     pipeline.run_pipeline(again)
     assert len(FitRecorder.starts) == 1
     assert list((student / "features").glob("*/features.npy"))
+
+
+def test_estimates_come_from_the_variants_own_runs_or_its_own_pace(prepared, tmp_path):
+    """A new run: the median wall time of its variant's finished seeds; a resumed one: its own
+    seconds per epoch for the epochs those took (max_epochs when none has); nothing else."""
+    cfg = tiny_config(prepared, tmp_path, "stage=cnn_teacher", "stages.cnn_teacher.max_epochs=10")
+    planned = make_plan(cfg).runs["cnn_teacher"]
+    for seed, (seconds, epochs) in enumerate([(30.0, 4), (50.0, 6), (70.0, 8)], start=1):
+        other = tmp_path / "store" / "cnn_teacher" / f"seed{seed}"
+        other.mkdir(parents=True)
+        (other / "identity.json").write_text(json.dumps({"variant": planned.variant}))
+        metrics = {"best": {}, "wall_seconds": seconds, "epochs": epochs}
+        (other / "metrics.json").write_text(json.dumps(metrics))
+    unrelated = tmp_path / "store" / "cnn_teacher" / "other"
+    unrelated.mkdir()
+    (unrelated / "identity.json").write_text(json.dumps({"variant": "another"}))
+    (unrelated / "metrics.json").write_text(json.dumps({"wall_seconds": 1.0, "epochs": 1}))
+    assert estimates(tmp_path, [planned]) == {planned.key: 50.0}
+
+    planned.dir.checkpoints.mkdir(parents=True)
+    planned.dir.last.write_bytes(b"interrupted")
+    (planned.dir.root / "progress.json").write_text(json.dumps({"epoch": 1, "wall_seconds": 20.0}))
+    assert planned.action == "resume"
+    assert estimates(tmp_path, [planned]) == {planned.key: 10.0 * (6 - 2)}
+    for other in (tmp_path / "store" / "cnn_teacher").glob("seed*"):
+        shutil.rmtree(other)
+    assert estimates(tmp_path, [planned]) == {planned.key: 10.0 * (10 - 2)}
+    shutil.rmtree(unrelated)
+    (planned.dir.root / "progress.json").unlink()
+    assert estimates(tmp_path, [planned]) == {}

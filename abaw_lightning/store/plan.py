@@ -72,7 +72,8 @@ class Plan:
     runs: dict[str, PlannedRun]
     order: list[str]
     estimates: dict[str, float] = field(default_factory=dict)
-    """Seconds to train, per run key, from finished runs of the same kind on the same data."""
+    """Seconds left to train, per run key, where finished runs of its variant or its own
+    progress give one (see `estimates`)."""
 
     @property
     def steps(self) -> list[PlannedRun]:
@@ -160,32 +161,49 @@ def make_plan(cfg: DictConfig) -> Plan:
     return result
 
 
-def finished_seconds(runs_dir: str | Path) -> dict[tuple[str, str], list[float]]:
-    """Wall seconds of the store's complete runs, by (kind, data identity)."""
-    seconds: dict[tuple[str, str], list[float]] = {}
+def finished_runs(runs_dir: str | Path) -> dict[str, list[tuple[float, int]]]:
+    """(wall seconds, epochs) of the store's complete runs, by variant (their key without the
+    seed: the same stage, settings, data and upstream variants)."""
+    finished: dict[str, list[tuple[float, int]]] = {}
     for run in store_runs(runs_dir):
         if not run.complete:
             continue
         try:
             identity, metrics = read_json(run.identity), run.read_metrics()
-            value = float(metrics["wall_seconds"])
+            record = (float(metrics["wall_seconds"]), int(metrics["epochs"]))
         except (UserError, KeyError, TypeError, ValueError):
             continue
-        seconds.setdefault((identity.get("kind"), identity.get("data")), []).append(value)
-    return seconds
+        finished.setdefault(identity.get("variant"), []).append(record)
+    return finished
+
+
+def _max_epochs(run: PlannedRun) -> int | None:
+    value = run.settings.get("stage", {}).get("max_epochs")
+    return value if isinstance(value, int) else None
 
 
 def estimates(runs_dir: str | Path, runs: Iterable[PlannedRun]) -> dict[str, float]:
-    """Seconds left per run to train or resume: the median of finished runs of its kind on its
-    data, less what an interrupted run already spent."""
-    finished = finished_seconds(runs_dir)
+    """Seconds left per run to train or resume, only where there is something to go on: a new
+    run takes the median of the finished runs of its variant (other seeds); an interrupted one
+    continues at its own pace per epoch for the epochs those runs took (``max_epochs`` when
+    none has finished: an upper bound, early stopping may end it sooner)."""
+    finished = finished_runs(runs_dir)
     result = {}
     for run in runs:
-        if run.action == "reuse" or (run.kind, run.data) not in finished:
-            continue
-        median = statistics.median(finished[(run.kind, run.data)])
-        spent = progress(run.dir).get("wall_seconds", 0.0) if run.action == "resume" else 0.0
-        result[run.key] = max(0.0, median - spent)
+        siblings = finished.get(run.variant, [])
+        if run.action == "train" and siblings:
+            result[run.key] = statistics.median(seconds for seconds, _ in siblings)
+        elif run.action == "resume":
+            done = progress(run.dir)
+            epochs_done = done.get("epoch", -1) + 1
+            total = (
+                statistics.median(epochs for _, epochs in siblings)
+                if siblings
+                else _max_epochs(run)
+            )
+            if epochs_done > 0 and total is not None:
+                pace = done.get("wall_seconds", 0.0) / epochs_done
+                result[run.key] = pace * max(0.0, total - epochs_done)
     return result
 
 
