@@ -1,15 +1,23 @@
-"""Where the Hydra configs are, composing them outside `abaw-train`, and expanding a sweep's
-command line into its jobs (as Hydra's basic sweeper does), for plans and in-process runs."""
+"""Where the Hydra configs are, composing them outside `abaw-train`, expanding a sweep's command
+line into its jobs (as Hydra's basic sweeper does), and checking a job's config before it runs."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from abaw_lightning.errors import UserError
 
@@ -43,3 +51,113 @@ def compose_jobs(arguments: list[str]) -> list[tuple[list[str], DictConfig]]:
     """The composed `train` config of every job of a sweep's command line."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return [(job, compose_job(job)) for job in sweep_jobs(arguments)]
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Refuse, before anything runs, a job config with a mistake that would otherwise surface
+    only when its stage is built (maybe hours in): a seed that is not an integer, a settings
+    node under `stages` that is no stage (a typo followed by Hydra's ``+`` advice), and a setting
+    the ``_target_`` it is passed to does not take or a value outside the choices it names."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(
+            f"seed must be an integer, got {seed!r}: seed=0, or seed='range(10)' with -m"
+        )
+    stages = cfg.get("stages") or {}
+    for name in stages:
+        node = stages[name]
+        if not isinstance(node, DictConfig) or "_target_" not in (node.get("module") or {}):
+            close = difflib.get_close_matches(str(name), [str(s) for s in stages if s != name], 1)
+            hint = f"did you mean stages.{close[0]}? " if close else ""
+            raise UserError(
+                f"stages.{name} is not a stage (it has no module._target_): {hint}drop the "
+                f"override that added it; the stages are {[s for s in stages if s != name]}"
+            )
+    nodes = {"trainer": cfg.get("trainer"), "logger": cfg.get("logger")}
+    nodes |= {f"callbacks.{k}": v for k, v in (cfg.get("callbacks") or {}).items()}
+    for name in stages:
+        for part in ("module", "datamodule"):
+            nodes[f"stages.{name}.{part}"] = stages[name].get(part)
+    for path, node in nodes.items():
+        if isinstance(node, DictConfig):
+            _check_targets(_container(node), path)
+
+
+def _container(node: DictConfig) -> Any:
+    """The node resolved where it can be (``${run.*}`` is set only when a run starts)."""
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def _accepted(target: Any) -> tuple[dict[str, Callable], bool]:
+    """The keyword parameters a ``_target_`` takes, each with the function that declares it,
+    following ``**kwargs`` handed on to the base classes' ``__init__``; and whether it takes any
+    keyword at all (``**kwargs`` to the end of the chain)."""
+    functions = [target]
+    if inspect.isclass(target):
+        functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+    accepted: dict[str, Callable] = {}
+    for function in functions:
+        try:
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            return accepted, True
+        for parameter in parameters:
+            named = parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            if named and parameter.name != "self":
+                accepted.setdefault(parameter.name, function)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return accepted, False
+    return accepted, True
+
+
+def _choices(function: Callable, name: str) -> tuple | None:
+    """The values a parameter annotated ``Literal[...]`` (or ``Literal[...] | None``) allows."""
+    try:
+        hint = typing.get_type_hints(function).get(name)
+    except Exception:  # an annotation that does not resolve: nothing to check against
+        return None
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    literals = [o for o in options if typing.get_origin(o) is typing.Literal]
+    allowed = [value for literal in literals for value in typing.get_args(literal)]
+    if not allowed:
+        return None
+    return (*allowed, None) if type(None) in options else tuple(allowed)
+
+
+def _check_targets(node: Any, path: str) -> None:
+    """Every ``_target_`` in ``node``: importable, taking each setting, each choice allowed."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_targets(item, f"{path}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key != "_target_":
+            _check_targets(value, f"{path}.{key}")
+    target_name = node.get("_target_")
+    if not isinstance(target_name, str):
+        return
+    try:
+        target = get_object(target_name)
+    except Exception as error:
+        raise UserError(f"{path}._target_={target_name} cannot be imported: {error}") from error
+    accepted, any_keyword = _accepted(target)
+    for key, value in node.items():
+        if key.startswith("_") and key.endswith("_"):
+            continue
+        if key not in accepted:
+            if any_keyword:
+                continue
+            close = difflib.get_close_matches(key, list(accepted), 1)
+            hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(accepted)}"
+            raise UserError(f"{path}.{key}: {target_name} takes no setting {key!r}: {hint}")
+        choices = _choices(accepted[key], key)
+        interpolated = isinstance(value, str) and "${" in value
+        if choices is not None and not interpolated and value not in choices:
+            shown = " | ".join("null" if c is None else str(c) for c in choices)
+            raise UserError(f"{path}.{key}={value} is not one of {shown}")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 NUM_BINS = 20
+VAAnchors = Literal["linspace", "centers"]
+"""The values the bins stand for (METHOD.md §2)."""
 EXPR_PARTS = ("expr", "expr_va")
 """Parts whose primary label is the expression."""
 VA_PARTS = ("va", "expr_va")
@@ -35,7 +38,7 @@ def va_bins(va: Tensor) -> Tensor:
     return scaled.floor().clamp(0, NUM_BINS - 1).long()
 
 
-def va_anchors(anchors: str = "linspace", device=None, dtype=torch.float32) -> Tensor:
+def va_anchors(anchors: VAAnchors = "linspace", device=None, dtype=torch.float32) -> Tensor:
     """Values the bins stand for: ``linspace(-1, 1, 20)`` as released, or the bin ``centers``."""
     if anchors == "linspace":
         return torch.linspace(-1.0, 1.0, NUM_BINS, device=device, dtype=dtype)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import torch
@@ -10,7 +12,7 @@ from torch import Tensor, nn
 from torchvision import models
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.models.weights import WEIGHT_CHOICES, load_backbone_file, normalisation
+from abaw_lightning.models.weights import WEIGHT_CHOICES, Weights, load_backbone_file, normalisation
 
 
 def resnet10(weights: None = None, **settings) -> models.ResNet:
@@ -19,13 +21,15 @@ def resnet10(weights: None = None, **settings) -> models.ResNet:
     return models.ResNet(models.resnet.BasicBlock, [1, 1, 1, 1], **settings)
 
 
+Architecture = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
 ARCHITECTURES = {
     "resnet10": (resnet10, None),
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2),
 }
-LAYOUTS = ("torchvision", "caffe")
+Layout = Literal["torchvision", "caffe"]
+LAYOUTS = typing.get_args(Layout)
 """``torchvision``: ResNet v1.5 (stride in the 3x3, padded stem pool); ``caffe``: the layout of the
 FER+ conversion (METHOD.md §2)."""
 
@@ -73,10 +77,10 @@ class Backbone(nn.Module):
 
     def __init__(
         self,
-        arch: str = "resnet50",
-        weights: str = "none",
+        arch: Architecture = "resnet50",
+        weights: Weights = "none",
         weights_path: str | None = None,
-        layout: str | None = None,
+        layout: Layout | None = None,
         norm_layer: type[nn.BatchNorm2d] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()

@@ -3,15 +3,18 @@ normalises, and updates the running statistics, exactly as one forward per part 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from abaw_lightning.errors import UserError
 
-BATCHNORM_CHOICES = ("per_part", "joint")
+BatchNormMode = Literal["per_part", "joint"]
+BATCHNORM_CHOICES = typing.get_args(BatchNormMode)
 """``per_part``: each part normalised with its own statistics (as released); ``joint``: shared."""
 
 

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from abaw_lightning.models.backbone import Backbone
-from abaw_lightning.models.batchnorm import norm_layers, part_statistics
+from abaw_lightning.models.backbone import Architecture, Backbone, Layout
+from abaw_lightning.models.batchnorm import BatchNormMode, norm_layers, part_statistics
 from abaw_lightning.models.heads import Head
+from abaw_lightning.models.weights import Weights
 
 NUM_EXPR = 7
 NUM_VA_LOGITS = 40
@@ -25,12 +26,12 @@ class MultitaskCNN(nn.Module):
 
     def __init__(
         self,
-        arch: str = "resnet50",
-        weights: str = "none",
+        arch: Architecture = "resnet50",
+        weights: Weights = "none",
         weights_path: str | None = None,
         dropout: float = 0.5,
-        batchnorm: str = "per_part",
-        layout: str | None = None,
+        batchnorm: BatchNormMode = "per_part",
+        layout: Layout | None = None,
     ) -> None:
         super().__init__()
         self.settings = {

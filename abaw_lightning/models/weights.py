@@ -5,7 +5,9 @@ Each choice fixes the input normalisation (mean and std on the 0-255 pixel scale
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -16,7 +18,8 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 FERPLUS_MEAN = (131.0912, 103.8827, 91.4953)
 FERPLUS_STD = (1.0, 1.0, 1.0)
-WEIGHT_CHOICES = ("none", "imagenet", "file", "ferplus")
+Weights = Literal["none", "imagenet", "file", "ferplus"]
+WEIGHT_CHOICES = typing.get_args(Weights)
 
 
 def normalisation(weights: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.losses import Distillation, va_expectation
+from abaw_lightning.losses import Distillation, VAAnchors, va_expectation
 from abaw_lightning.metrics import ExprMetric, VAMetric
 from abaw_lightning.schema import METRIC_NAMES, MONITOR
 
@@ -35,7 +35,7 @@ class AffectStage(pl.LightningModule):
     the trained network back from a checkpoint of the stage (for the stages that build on it).
     """
 
-    def __init__(self, optimizer: dict, va_anchors: str = "linspace") -> None:
+    def __init__(self, optimizer: dict, va_anchors: VAAnchors = "linspace") -> None:
         super().__init__()
         # The subclasses' plain __init__ arguments too; networks and settings objects are recorded
         # by their owners as plain dicts (checkpoints load with weights_only=True).

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from abaw_lightning.losses import teacher_loss
+from abaw_lightning.losses import VAAnchors, teacher_loss
 from abaw_lightning.models import MultitaskCNN
 from abaw_lightning.models.checkpoints import load_cnn
 from abaw_lightning.stages.base import AffectStage, Parts, Student
@@ -48,7 +48,7 @@ class CnnStage(AffectStage):
         self,
         model: MultitaskCNN | Mapping[str, Any],
         optimizer: dict,
-        va_anchors: str = "linspace",
+        va_anchors: VAAnchors = "linspace",
         channels_last: bool = True,
         image_size: int = 112,
         resize: int | None = None,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.losses import teacher_loss
+from abaw_lightning.losses import VAAnchors, teacher_loss
 from abaw_lightning.models import TemporalModel
 from abaw_lightning.models.checkpoints import load_temporal
 from abaw_lightning.models.features import head_features
@@ -36,7 +36,7 @@ class GruStage(AffectStage):
     def __init__(
         self,
         optimizer: dict,
-        va_anchors: str = "linspace",
+        va_anchors: VAAnchors = "linspace",
         hidden_size: int = 64,
         window_length: int = 32,
     ) -> None:

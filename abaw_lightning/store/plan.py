@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.markup import escape
 
+from abaw_lightning.configs import check_job
 from abaw_lightning.errors import UserError
 from abaw_lightning.store.identity import data_identity, digest, stage_kind, stage_settings
 from abaw_lightning.store.runs import RunDir, read_json, run_dir, store_runs
@@ -98,6 +99,7 @@ def _without_seed(cfg: DictConfig) -> DictConfig:
 
 def make_plan(cfg: DictConfig) -> Plan:
     """Every run the job needs (its stages and what they build on), keyed, with estimates."""
+    check_job(cfg)
     names = stages_to_run(cfg)
     data = data_identity(cfg.data.root)
     seedless = _without_seed(cfg)
