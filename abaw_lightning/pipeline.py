@@ -34,9 +34,9 @@ from abaw_lightning.models.checkpoints import read_checkpoint
 from abaw_lightning.stages.features import ensure_features
 from abaw_lightning.stages.predictions import predict_validation, write_predictions
 from abaw_lightning.store.identity import digest
-from abaw_lightning.store.lock import run_lock
-from abaw_lightning.store.plan import PlannedRun, make_plan, print_plan
-from abaw_lightning.store.runs import RunDir, write_view
+from abaw_lightning.store.lock import discard_unstarted, run_lock
+from abaw_lightning.store.plan import Plan, PlannedRun, make_plan, print_plan
+from abaw_lightning.store.runs import RunDir, remove_view, write_view
 from abaw_lightning.store.views import view_name
 from abaw_lightning.training.callbacks import SaveOnInterrupt, ValidationHistory
 from abaw_lightning.training.checkpoint_io import remove_temporary_files
@@ -57,12 +57,21 @@ def job_overrides() -> list[str]:
 
 def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
     """Plan the job, record its view, then run (or resume, or reuse) every stage for ``cfg.seed``;
-    return each stage's metrics (none with ``dry_run``)."""
-    check_trainer_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
+    return each stage's metrics (none with ``dry_run``: it prints the plan and writes nothing)."""
+    try:
+        check_trainer_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
+    except UserError as error:
+        if not cfg.get("dry_run"):
+            raise
+        _warn(f"on this machine the job would stop here: {error}")
     plan = make_plan(cfg)
     print_plan(plan, console)
+    if cfg.get("dry_run"):
+        return {}
+    _require_upstream(plan, cfg.get("stage"))
     overrides = job_overrides()
     view = Path(cfg.runs_dir) / view_name(cfg.experiment_name, overrides) / f"seed_{cfg.seed}"
+    new_view = not view.exists()
     stages = {run.name: (run.dir, run.variant) for run in plan.steps}
     blocked = write_view(view, cfg.experiment_name, cfg.seed, overrides, stages)
     for path in blocked:
@@ -71,9 +80,48 @@ def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
             "not reused; view.json beside it names the run this stage uses.",
             highlight=False,
         )
-    if cfg.get("dry_run"):
-        return {}
-    return {run.name: run_stage(cfg, run, view.parent.name) for run in plan.steps}
+    try:
+        return {run.name: run_stage(cfg, run, view.parent.name) for run in plan.steps}
+    except BaseException:
+        if new_view and not any(run.dir.identity.is_file() for run in plan.steps):
+            remove_view(view)  # the job stopped before any of its runs started: no trace
+        raise
+
+
+def _require_upstream(plan: Plan, stage: str | None) -> None:
+    """Refuse, before anything trains, a job that needs runs outside its pipeline that are not
+    complete, naming all of them in the order to run them."""
+    missing = {
+        run.name for run in plan.runs.values() if not run.in_pipeline and not run.dir.complete
+    }
+    if not missing:
+        return
+    order = [name for name in _dependency_order(plan) if name in missing]
+    if not stage:
+        how = f"the same command with them added to the pipeline, pipeline=[{','.join(order)},...]"
+    elif len(order) == 1:
+        how = f"the same command with stage={order[0]} in place of stage={stage}"
+    else:
+        how = f"the same command with pipeline=[{','.join(order)}] in place of stage={stage}"
+    raise UserError(
+        f"{', '.join(plan.order)} builds on {', '.join(order)}, not complete for seed "
+        f"{plan.seed}: run {'them' if len(order) > 1 else 'it'} first, {how}"
+    )
+
+
+def _dependency_order(plan: Plan) -> list[str]:
+    """Every planned stage name, each after the stages it builds on."""
+    order: list[str] = []
+
+    def visit(run: PlannedRun) -> None:
+        for upstream in run.builds_on.values():
+            visit(upstream)
+        if run.name not in order:
+            order.append(run.name)
+
+    for run in plan.runs.values():
+        visit(run)
+    return order
 
 
 def _build(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -216,7 +264,11 @@ def run_stage(cfg: DictConfig, run: PlannedRun, view: str | None = None) -> dict
         if run.dir.complete:
             console.print(f"[green]✓[/] {run.name} (seed {cfg.seed}) was completed meanwhile")
             return run.dir.read_metrics()
-        return _train(cfg, run, view)
+        try:
+            return _train(cfg, run, view)
+        except BaseException:
+            discard_unstarted(run.dir.root, run.dir.identity.is_file)
+            raise
 
 
 def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:

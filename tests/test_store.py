@@ -23,6 +23,7 @@ from support import (
 )
 
 from abaw_lightning import cli, pipeline, report
+from abaw_lightning.errors import UserError
 from abaw_lightning.store.plan import estimates, make_plan
 from abaw_lightning.store.views import view_name
 
@@ -240,7 +241,43 @@ def test_dry_run_prints_the_plan_and_trains_nothing(prepared, tmp_path, capsys):
     assert pipeline.run_pipeline(cfg) == {}
     out = capsys.readouterr().out
     assert "plan demo seed 0: 2 runs: 2 to train, 0 to resume, 0 to reuse" in out
-    assert not store_runs(tmp_path, "cnn_teacher", complete=False)
+    assert not (tmp_path / "demo").exists()  # no view: a dry run writes nothing
+    assert not (tmp_path / "store").exists()
+
+
+def test_dry_run_on_a_machine_without_the_trainers_device_warns_and_plans(
+    prepared, tmp_path, capsys
+):
+    cfg = tiny_config(prepared, tmp_path, "logger=none", "dry_run=true", "trainer=gpu")
+    assert pipeline.run_pipeline(cfg) == {}
+    out = " ".join(capsys.readouterr().out.split())
+    assert "on this machine the job would stop here" in out
+    assert "plan demo seed 0" in out
+
+
+def test_a_job_that_fails_before_training_leaves_no_view_and_no_run(prepared, tmp_path):
+    cfg = tiny_config(
+        prepared,
+        tmp_path,
+        "logger=none",
+        "stage=cnn_teacher",
+        "model.weights=file",
+        f"model.weights_path={tmp_path / 'missing.pt'}",
+    )
+    with pytest.raises(UserError, match=r"missing\.pt"):
+        pipeline.run_pipeline(cfg)
+    assert not list(tmp_path.glob("demo*"))
+    assert not list(tmp_path.glob("store/*/*"))
+
+
+def test_a_stage_whose_upstream_is_missing_names_every_run_to_do_first(prepared, tmp_path):
+    cfg = tiny_config(prepared, tmp_path, "logger=none", "stage=gru_teacher")
+    with pytest.raises(UserError) as error:
+        pipeline.run_pipeline(cfg)
+    message = str(error.value)
+    assert "builds on cnn_teacher, cnn_student, not complete for seed 0" in message
+    assert "pipeline=[cnn_teacher,cnn_student] in place of stage=gru_teacher" in message
+    assert not list(tmp_path.glob("demo*")) and not (tmp_path / "store").exists()
 
 
 def test_plan_estimates_from_finished_runs_and_copied_runs_folders_work(prepared, tmp_path, capsys):

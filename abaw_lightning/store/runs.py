@@ -158,6 +158,17 @@ def write_view(
     return blocked
 
 
+def remove_view(view_dir: Path) -> None:
+    """Delete a view's seed folder (its view.json and links, never what they point at), and the
+    experiment's folder with it when that is left empty."""
+    for entry in view_dir.iterdir() if view_dir.is_dir() else []:
+        if entry.is_symlink() or entry.name == VIEW:
+            entry.unlink()
+    with contextlib.suppress(OSError):  # not empty: something else lives there
+        view_dir.rmdir()
+        view_dir.parent.rmdir()
+
+
 def _link(link: Path, target: Path) -> bool:
     """A relative symbolic link ``link`` -> ``target`` (replaced when it pointed elsewhere);
     False when a real folder is in the way. Where the file system has no links there is none:
