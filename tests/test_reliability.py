@@ -22,7 +22,7 @@ from support import TINY, SimulatedKill, kill_at, store_runs, tiny_config, view_
 
 from abaw_lightning import pipeline
 from abaw_lightning.errors import UserError
-from abaw_lightning.store.lock import run_lock
+from abaw_lightning.store.lock import lock_holder, run_lock
 from abaw_lightning.store.plan import make_plan
 from abaw_lightning.training import checkpoint_io
 from abaw_lightning.training.checkpoint_io import AtomicCheckpointIO, remove_temporary_files
@@ -219,6 +219,34 @@ def test_a_lock_left_by_a_killed_process_never_blocks(prepared, tmp_path, capsys
     assert "waiting" not in capsys.readouterr().out and run.complete
     with run_lock(run.root):  # and it can be taken again at once
         pass
+
+
+DISCARDER = """
+import sys, time
+from pathlib import Path
+from abaw_lightning.store.lock import discard_unstarted, run_lock
+folder = Path(sys.argv[1])
+with run_lock(folder):
+    print("holding", flush=True)
+    time.sleep(1.5)
+    discard_unstarted(folder, lambda: False)  # its job failed before the run started
+"""
+
+
+def test_a_waiter_on_a_run_its_holder_discarded_locks_the_folder_afresh(tmp_path):
+    folder = tmp_path / "store" / "cnn_teacher" / "abc"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", DISCARDER, str(folder)], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    assert lock_holder(folder).startswith(f"process {holder.pid} on ")
+    waited = []
+    with run_lock(folder, waited.append):
+        assert waited  # it waited for the holder, which removed the folder meanwhile
+        assert (folder / ".lock").is_file()  # the waiter holds the lock of the folder made again
+        assert lock_holder(folder).startswith(f"process {os.getpid()} on ")
+    holder.wait()
+    assert lock_holder(folder) is None
 
 
 @pytest.mark.slow
