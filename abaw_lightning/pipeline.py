@@ -25,17 +25,15 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from abaw_lightning.data.loading.feature_cache import FeatureCache, default_views
-from abaw_lightning.data.loading.transforms import default_resize
+from abaw_lightning.data.loading.feature_cache import FeatureCache
 from abaw_lightning.errors import UserError
 from abaw_lightning.files import write_json_atomic
 from abaw_lightning.hardware import check_trainer_settings
 from abaw_lightning.models.checkpoints import read_checkpoint
 from abaw_lightning.stages.features import ensure_features
 from abaw_lightning.stages.predictions import predict_validation, write_predictions
-from abaw_lightning.store.identity import digest
 from abaw_lightning.store.lock import discard_unstarted, run_lock
-from abaw_lightning.store.plan import Plan, PlannedRun, make_plan, print_plan
+from abaw_lightning.store.plan import Plan, PlannedRun, feature_views, make_plan, print_plan
 from abaw_lightning.store.runs import RunDir, remove_view, write_view
 from abaw_lightning.store.views import view_name
 from abaw_lightning.training.callbacks import SaveOnInterrupt, ValidationHistory
@@ -65,12 +63,13 @@ def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
             raise
         _warn(f"on this machine the job would stop here: {error}")
     plan = make_plan(cfg)
-    print_plan(plan, console)
+    overrides = job_overrides()
+    name = view_name(cfg.experiment_name, overrides)
+    print_plan(plan, console, name)
     if cfg.get("dry_run"):
         return {}
     _require_upstream(plan, cfg.get("stage"))
-    overrides = job_overrides()
-    view = Path(cfg.runs_dir) / view_name(cfg.experiment_name, overrides) / f"seed_{cfg.seed}"
+    view = Path(cfg.runs_dir) / name / f"seed_{cfg.seed}"
     new_view = not view.exists()
     stages = {run.name: (run.dir, run.variant) for run in plan.steps}
     blocked = write_view(view, cfg.experiment_name, cfg.seed, overrides, stages)
@@ -149,25 +148,21 @@ def _network(cfg: DictConfig, run: PlannedRun) -> nn.Module:
     return stage_class.load_network(run.dir.best_checkpoint())
 
 
-def _feature_cache(cfg: DictConfig, stage: DictConfig, source: PlannedRun) -> FeatureCache:
+def _feature_cache(cfg: DictConfig, stage: DictConfig, run: PlannedRun) -> FeatureCache:
     """The cache of the source CNN run's features in this stage's views (extracted if needed);
     it lives in the source run's folder and is shared by every stage that reads the same views."""
     datamodule = stage.datamodule
-    resize = datamodule.resize or default_resize(datamodule.image_size)
-    settings = stage.features
-    views = default_views(datamodule.image_size, resize, settings.offsets, settings.flip)
-    layout = [datamodule.image_size, resize, [[v.top, v.left, v.flip] for v in views]]
-    folder = source.dir.features / digest(layout, length=8)
+    resize, views = feature_views(stage)
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     return ensure_features(
-        folder,
-        checkpoint=source.dir.best_checkpoint(),
+        run.features,
+        checkpoint=run.builds_on["features"].dir.best_checkpoint(),
         prepared_root=Path(datamodule.root),
         tables=[f"affwild2/{name}" for name in FEATURE_TABLES],
         image_size=datamodule.image_size,
         resize=resize,
         views=views,
-        batch_size=settings.batch_size,
+        batch_size=stage.features.batch_size,
         num_workers=datamodule.num_workers,
         trainer_kwargs={key: trainer[key] for key in ("accelerator", "devices", "precision")},
     )
@@ -185,7 +180,7 @@ def _inputs(cfg: DictConfig, run: PlannedRun) -> tuple[dict[str, nn.Module], dic
         elif role == "features":
             mode = stage.features.mode
             if mode == "cache":
-                datamodule_args["features"] = str(_feature_cache(cfg, stage, upstream).folder)
+                datamodule_args["features"] = str(_feature_cache(cfg, stage, run).folder)
             elif mode == "online":
                 frozen["cnn"] = _network(cfg, upstream)
             else:

@@ -4,6 +4,8 @@ shared stages trained once, the paper's table in one command, plans, views, disk
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from support import (
 
 from abaw_lightning import cli, pipeline, report
 from abaw_lightning.errors import UserError
+from abaw_lightning.store.lock import run_lock
 from abaw_lightning.store.plan import estimates, make_plan
 from abaw_lightning.store.views import view_name
 
@@ -124,6 +127,10 @@ def test_view_names_keep_only_result_changing_overrides():
     )
     assert view_name("x", [f"data.parts=[{'a' * 200}]"]).startswith("x+")
     assert len(view_name("x", [f"data.parts=[{'a' * 200}]"])) < 20
+    many = [f"stages.cnn_teacher.module.optimizer.weight_decay{i}=0.00{i}" for i in range(9)]
+    first, second = view_name("x", [*many, "lam=0.3"]), view_name("x", [*many, "lam=0.9"])
+    assert first.startswith("x+weight_decay0=0.000+weight_decay1=0.001+")  # readable prefix
+    assert first != second and len(first) <= 100 and len(second) <= 100  # told apart by a digest
 
 
 @pytest.mark.slow
@@ -176,7 +183,7 @@ def test_paper_in_one_command_plans_six_distinct_runs_then_reuses_them(
     ]
     assert cli.main(["plan", *arguments]) == 0
     plan = capsys.readouterr().out
-    assert "1 jobs, 6 stages, 6 distinct runs: 6 to train, 0 to resume, 0 to reuse" in plan
+    assert "1 job, 6 stages, 6 distinct runs: 6 to train, 0 to resume, 0 to reuse" in plan
     FitRecorder.clear()
     train_in_process(monkeypatch, *arguments, *RECORD)
     assert len(FitRecorder.starts) == 6
@@ -370,3 +377,27 @@ def test_estimates_come_from_the_variants_own_runs_or_its_own_pace(prepared, tmp
     shutil.rmtree(unrelated)
     (planned.dir.root / "progress.json").unlink()
     assert estimates(tmp_path, [planned]) == {}
+
+
+def test_a_verbose_plan_names_each_sweep_point_and_what_else_each_run_does(
+    prepared, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    sweep = [
+        "experiment=demo",
+        "stages.cnn_student.module.distillation.lam=0.3,0.9",
+        f"data.root={prepared}",
+        f"runs_dir={runs}",
+        *TINY,
+    ]
+    teacher = make_plan(tiny_config(prepared, runs)).runs["cnn_teacher"].dir
+    with run_lock(teacher.root):  # as a sweep training the teacher elsewhere holds it
+        assert cli.main(["plan", "-v", *sweep]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"plan demo\+lam=0\.3\+image_size=32\S+ seed 0: 4 runs: 4 to train", out)
+    assert re.search(r"plan demo\+lam=0\.9\+image_size=32\S+ seed 0: 4 runs: 4 to train", out)
+    assert f"being trained now by process {os.getpid()} on " in out
+    assert "gru_teacher store/gru_teacher/" in out
+    assert "extracts cnn_student's features first" in out
+    assert "2 jobs, 8 stages, 7 distinct runs" in out  # one teacher for both values of lam
+    assert not runs.exists() or not list(runs.glob("demo*"))  # planning writes no view

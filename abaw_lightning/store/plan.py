@@ -20,9 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from abaw_lightning.configs import check_job
+from abaw_lightning.data.loading.feature_cache import MANIFEST, View, default_views
+from abaw_lightning.data.loading.transforms import default_resize
 from abaw_lightning.errors import UserError
 from abaw_lightning.store.identity import data_identity, digest, stage_kind, stage_settings
+from abaw_lightning.store.lock import lock_holder
 from abaw_lightning.store.runs import RunDir, read_json, run_dir, store_runs
+from abaw_lightning.text import plural
 
 ACTIONS = {"new": "train", "interrupted": "resume", "complete": "reuse"}
 """Run status -> what the job does with it."""
@@ -43,6 +47,8 @@ class PlannedRun:
     builds_on: dict[str, PlannedRun]
     dir: RunDir
     in_pipeline: bool = True
+    features: Path | None = None
+    """The feature cache this run reads (in its source CNN run's folder), when it reads one."""
 
     @property
     def action(self) -> str:
@@ -97,6 +103,23 @@ def _without_seed(cfg: DictConfig) -> DictConfig:
     return copy
 
 
+def feature_views(stage: DictConfig) -> tuple[int, list[View]]:
+    """The resize and the views of the frames whose features a GRU stage reads."""
+    datamodule, features = stage.datamodule, stage.features
+    resize = datamodule.resize or default_resize(datamodule.image_size)
+    return resize, default_views(datamodule.image_size, resize, features.offsets, features.flip)
+
+
+def _feature_folder(stage: DictConfig, source: PlannedRun | None) -> Path | None:
+    """Where the source CNN run keeps the features of this stage's views: one cache per image
+    size, resize and view layout, shared by every stage that reads the same."""
+    if source is None or stage.features.mode != "cache":
+        return None
+    resize, views = feature_views(stage)
+    layout = [stage.datamodule.image_size, resize, [[v.top, v.left, v.flip] for v in views]]
+    return source.dir.features / digest(layout, length=8)
+
+
 def make_plan(cfg: DictConfig) -> Plan:
     """Every run the job needs (its stages and what they build on), keyed, with estimates."""
     check_job(cfg)
@@ -146,6 +169,7 @@ def make_plan(cfg: DictConfig) -> Plan:
             builds_on=upstream,
             dir=run_dir(cfg.runs_dir, kind, key),
             in_pipeline=name in names,
+            features=_feature_folder(stage, upstream.get("features")),
         )
         return planned[name]
 
@@ -227,12 +251,14 @@ def duration(seconds: float) -> str:
     return f"{math.ceil(seconds)} s"
 
 
-def summary_line(runs: list[PlannedRun], estimates_: dict[str, float]) -> str:
+def summary_line(runs: list[PlannedRun], estimates_: dict[str, float], noun: str = "run") -> str:
     """ "3 runs: 1 to train, 1 to resume, 1 to reuse; about 12 min" for distinct runs."""
     counts = {action: 0 for action in ("train", "resume", "reuse")}
     for run in runs:
         counts[run.action] += 1
-    text = f"{len(runs)} runs: " + ", ".join(f"{n} to {action}" for action, n in counts.items())
+    text = f"{plural(len(runs), noun)}: " + ", ".join(
+        f"{n} to {action}" for action, n in counts.items()
+    )
     pending = [run for run in runs if run.action != "reuse"]
     known = [estimates_[run.key] for run in pending if run.key in estimates_]
     if pending and known:
@@ -242,11 +268,13 @@ def summary_line(runs: list[PlannedRun], estimates_: dict[str, float]) -> str:
     return text
 
 
-def print_plan(plan: Plan, console: Console) -> None:
-    """One line for the job, one per run: action, stage, run folder, estimate or result."""
+def print_plan(plan: Plan, console: Console, view: str | None = None) -> None:
+    """One line for the job (its view, e.g. ``demo+lam=0.3``, and seed), one per run: action,
+    stage, run folder, estimate or result, and what else it does first or waits for."""
     steps = plan.steps
+    name = escape(view or plan.experiment)
     console.print(
-        f"[bold]plan[/] {plan.experiment} seed {plan.seed}: {summary_line(steps, plan.estimates)}",
+        f"[bold]plan[/] {name} seed {plan.seed}: {summary_line(steps, plan.estimates)}",
         highlight=False,
     )
     for run in steps:
@@ -272,8 +300,15 @@ def _run_line(run: PlannedRun, estimates_: dict[str, float]) -> str:
     else:
         done = progress(run.dir)
         detail = f"from epoch {done['epoch'] + 1}" if run.action == "resume" and done else ""
+        extras = [detail]
         if run.key in estimates_:
-            detail = ", ".join(filter(None, [detail, f"~{duration(estimates_[run.key])}"]))
+            extras.append(f"~{duration(estimates_[run.key])}")
+        if run.features is not None and not (run.features / MANIFEST).is_file():
+            extras.append(f"extracts {run.builds_on['features'].name}'s features first")
+        holder = lock_holder(run.dir.root)
+        if holder is not None:
+            extras.append(f"being trained now by {escape(holder)}")
+        detail = ", ".join(filter(None, extras))
     return f"[{colour}]{run.action:6}[/] {run.name:24} {where}  {detail}".rstrip()
 
 
@@ -292,8 +327,8 @@ def print_sweep_plan(plans: list[Plan], console: Console) -> None:
     estimates_ = {key: value for plan in plans for key, value in plan.estimates.items()}
     slots = sum(len(plan.steps) for plan in plans)
     console.print(
-        f"[bold]plan of the sweep[/]: {len(plans)} jobs, {slots} stages, "
-        + summary_line(runs, estimates_).replace(" runs:", " distinct runs:", 1),
+        f"[bold]plan of the sweep[/]: {plural(len(plans), 'job')}, {plural(slots, 'stage')}, "
+        + summary_line(runs, estimates_, noun="distinct run"),
         highlight=False,
     )
     for kind in dict.fromkeys(run.kind for run in runs):

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from abaw_lightning.configs import compose_jobs
 from abaw_lightning.store.plan import make_plan, print_plan, print_sweep_plan
+from abaw_lightning.store.views import view_name
 
 console = Console(soft_wrap=True)
 
@@ -23,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plans = [make_plan(cfg) for _, cfg in compose_jobs(args.overrides)]
+    jobs = compose_jobs(args.overrides)
+    plans = [make_plan(cfg) for _, cfg in jobs]
     if args.verbose:
-        for plan in plans:
-            print_plan(plan, console)
+        for (job, cfg), plan in zip(jobs, plans, strict=True):
+            print_plan(plan, console, view_name(cfg.experiment_name, job))
     print_sweep_plan(plans, console)
     return 0

@@ -68,7 +68,17 @@ def variant_labels(overrides: list[str]) -> list[str]:
 
 
 def view_name(experiment: str, overrides: list[str]) -> str:
-    """The view folder of a job: the experiment, plus its result-changing overrides."""
+    """The view folder of a job: the experiment, plus its result-changing overrides; where that
+    is longer than `MAX_NAME`, the labels that fit, then a digest of them all (``+1a2b3c4d``),
+    which keeps the names of two jobs apart however long their command lines."""
     labels = variant_labels(overrides)
     name = "+".join([experiment, *labels])
-    return name if len(name) <= MAX_NAME else f"{experiment}+{digest(labels, length=8)}"
+    if len(name) <= MAX_NAME:
+        return name
+    suffix = f"+{digest(labels, length=8)}"
+    shown = experiment
+    for label in labels:
+        if len(shown) + 1 + len(label) + len(suffix) > MAX_NAME:
+            break
+        shown += f"+{label}"
+    return shown + suffix
