@@ -302,6 +302,10 @@ def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SIGTERMException:
         _stopped(cfg, run, callbacks)
+    except SystemExit:  # Lightning's exit(1) after a second Ctrl-C, once it saved the checkpoint
+        if _interruption(callbacks) is not None:
+            _stopped(cfg, run, callbacks)
+        raise
     finally:
         _finish_wandb()
     history, epochs, global_step = _fit_record(run.dir, trainer, callbacks["history"])
@@ -321,11 +325,14 @@ def _warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
+def _interruption(callbacks: dict[str, pl.Callback]) -> dict | None:
+    """What `SaveOnInterrupt` recorded of the signal that stopped the fit, if one did."""
+    return next((c.interrupted for c in callbacks.values() if isinstance(c, SaveOnInterrupt)), None)
+
+
 def _stopped(cfg: DictConfig, run: PlannedRun, callbacks: dict[str, pl.Callback]) -> None:
     """A SIGTERM or Ctrl-C stopped the fit: say what was saved and how to resume; exit 128 + n."""
-    stop = next(
-        (c.interrupted for c in callbacks.values() if isinstance(c, SaveOnInterrupt)), None
-    ) or {"signal": "SIGTERM", "step": None, "saved": False}
+    stop = _interruption(callbacks) or {"signal": "SIGTERM", "step": None, "saved": False}
     saved = (
         f"saved {stop['path']} at step {stop['step']}"
         if stop["saved"]

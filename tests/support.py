@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -161,6 +164,24 @@ class KillAt(pl.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
         if self._due(trainer, "in_validation"):
             raise SimulatedKill(f"killed during the validation at step {self.step}")
+
+
+class CtrlC(pl.Callback):
+    """Presses Ctrl-C ``times`` times after training step ``step``, each press once the previous
+    one was handled (signals sent at once would merge into one)."""
+
+    def __init__(self, step: int, times: int) -> None:
+        self.step, self.times = step, times
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step != self.step:
+            return
+        os.kill(os.getpid(), signal.SIGINT)
+        while not trainer._signal_connector.received_sigterm:
+            time.sleep(0.001)  # the first press asks for a stop at the step's end
+        for _ in range(self.times - 1):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a second press interrupts here, at once
 
 
 def kill_at(step: int, phase: str) -> list[str]:

@@ -250,6 +250,29 @@ def test_a_waiter_on_a_run_its_holder_discarded_locks_the_folder_afresh(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_once_or_twice_saves_says_how_to_resume_and_exits_130(
+    prepared, tmp_path, uninterrupted, capsys, presses
+):
+    ctrl_c = ["+callbacks.kill._target_=support.CtrlC", "+callbacks.kill.step=5", NO_KILL]
+    cfg = tiny_config(prepared, tmp_path, *STAGE, *ctrl_c, f"+callbacks.kill.times={presses}")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(SystemExit) as stop:
+            pipeline.run_pipeline(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stop.value.code == 128 + signal.SIGINT
+    out = " ".join(capsys.readouterr().out.split())
+    assert "stopped by SIGINT" in out and "run the same command again to resume it" in out
+    (run,) = store_runs(tmp_path, "cnn_teacher", complete=False)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert saved == 5  # the first press stops at the step's end, a second one at once
+    result = pipeline.run_pipeline(tiny_config(prepared, tmp_path, *STAGE, NO_KILL))["cnn_teacher"]
+    assert_same_run(result, run, uninterrupted)
+
+
+@pytest.mark.slow
 def test_sigterm_saves_says_how_to_resume_and_exits_non_zero(prepared, tmp_path, uninterrupted):
     arguments = [
         "experiment=demo",

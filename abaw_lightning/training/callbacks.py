@@ -99,8 +99,9 @@ class SaveOnInterrupt(pl.Callback):
     ``last.ckpt`` and stop; the pipeline then says how to resume and exits non-zero.
 
     Ctrl-C is turned into the same graceful stop (Lightning's SIGTERM flag) instead of an
-    exception in the middle of a step; a second Ctrl-C interrupts at once. An interruption during
-    validation keeps the previous checkpoint, whose epoch is then validated again in full.
+    exception in the middle of a step; a second Ctrl-C interrupts at once and is saved the same
+    way (Lightning ignores further presses meanwhile). An interruption during validation keeps
+    the previous checkpoint, whose epoch is then validated again in full.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
@@ -137,7 +138,7 @@ class SaveOnInterrupt(pl.Callback):
             return
         saved = not (trainer.validating or trainer.sanity_checking)
         if saved:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state: resumable
         signal_name = "SIGINT" if isinstance(exception, KeyboardInterrupt) else self._signal
         self.interrupted = {
             "signal": signal_name,
