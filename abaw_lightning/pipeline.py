@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ProgressBar as ProgressBarBase
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.markup import escape
@@ -231,6 +232,8 @@ def _callbacks(cfg: DictConfig) -> dict[str, pl.Callback]:
         for name, node in (cfg.get("callbacks") or {}).items()
         if node is not None
     }
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a bar it must hide
+        callbacks = {k: c for k, c in callbacks.items() if not isinstance(c, ProgressBarBase)}
     for name, kind in (("best_checkpoint", ModelCheckpoint), ("history", ValidationHistory)):
         if not isinstance(callbacks.get(name), kind):
             raise UserError(f"callbacks.{name} must be a {kind.__name__}: the pipeline reads it")
@@ -269,7 +272,7 @@ def run_stage(cfg: DictConfig, run: PlannedRun, view: str | None = None) -> dict
 def _train(cfg: DictConfig, run: PlannedRun, view: str) -> dict:
     stage = cfg.stages[run.name]
     frozen, datamodule_args = _inputs(cfg, run)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the stage line names the seed
     datamodule = _build(stage.datamodule, f"datamodule of {run.name}", **datamodule_args)
     module = _build(stage.module, f"module of {run.name}")
     for name, network in frozen.items():

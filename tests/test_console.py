@@ -9,9 +9,11 @@ import re
 import subprocess
 import sys
 import warnings
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
+from pytorch_lightning.callbacks import EarlyStopping
 from support import TINY, crash_at
 
 from abaw_lightning import cli, pipeline
@@ -19,6 +21,7 @@ from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.data.synth.scales import SCALES
 from abaw_lightning.errors import UserError, print_user_error
 from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries
+from abaw_lightning.training.callbacks import EpochLine, ProgressBar
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
 TRAIN = [sys.executable, "-m", "abaw_lightning.train"]
@@ -157,7 +160,7 @@ def test_a_two_stage_run_prints_its_plan_stages_epochs_and_results_only(prepared
     assert done.returncode == 0, output[-3000:]
     assert noise_in(output) == [], output
     assert output.count("W&B: no login found and WANDB_MODE is not set") == 1
-    assert re.search(r"^plan demo seed 0: 2 runs: 2 to train", output, re.MULTILINE)
+    assert re.search(r"^plan demo\S* seed 0: 2 runs: 2 to train", output, re.MULTILINE)
     starts = re.findall(r"^(\w+) \(seed 0\): starting$", output, re.MULTILINE)
     assert starts == ["cnn_teacher", "cnn_student"]
     epochs = re.findall(r"^epoch (\d)/2  val/total \d\.\d{4} \(best ", output, re.MULTILINE)
@@ -183,3 +186,21 @@ def test_synth_shows_one_progress_bar_per_step_counting_its_frames(tmp_path, cap
     tiny = SCALES["tiny"]
     assert int(steps[2][2]) == tiny.afew_clips * tiny.afew_frames
     assert int(steps[3][2]) == tiny.expw_images
+
+
+def test_epoch_lines_progress_bar_and_early_stop_count_epochs_from_one(capsys):
+    stopper = EarlyStopping(monitor="val/total", mode="max", patience=3)
+    stopper.stopped_epoch = 5  # Lightning's index: the sixth epoch
+    trainer = SimpleNamespace(
+        callbacks=[stopper], max_epochs=8, is_global_zero=True, progress_bar_callback=None
+    )
+    EpochLine().on_train_end(trainer, None)
+    line = " ".join(capsys.readouterr().out.split())
+    assert line == "stopped early after epoch 6/8: val/total did not improve for 3 epochs"
+    stopper.stopped_epoch = 0  # ran to max_epochs: no line
+    EpochLine().on_train_end(trainer, None)
+    assert capsys.readouterr().out == ""
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=8)
+    assert bar._get_train_description(0).strip() == "Epoch 1/8"
+    assert bar._get_train_description(7).strip() == "Epoch 8/8"

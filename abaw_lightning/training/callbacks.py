@@ -1,6 +1,7 @@
 """Lightning callbacks of every stage run: the validation history that `metrics.json` reports,
-checkpoints a resume can trust, a graceful stop on SIGTERM or Ctrl-C, one console line per epoch,
-and the library filters in spawned processes."""
+checkpoints a resume can trust, a graceful stop on SIGTERM or Ctrl-C, one console line per epoch
+(and one when early stopping ends the run), a progress bar counting epochs from 1 as those lines
+do, and the library filters in spawned processes."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from rich.markup import escape
 
 from abaw_lightning.quiet import quiet_libraries
 from abaw_lightning.schema import VAL_METRICS
+from abaw_lightning.text import plural
 
 
 class ValidationHistory(pl.Callback):
@@ -171,9 +173,40 @@ class EpochLine(pl.Callback):
         line += f"{metrics[self.monitor]:.4f}"
         if best is not None:
             line += f" (best {best[self.monitor]:.4f}, epoch {best['epoch'] + 1})"
-        progress = trainer.progress_bar_callback
-        console = getattr(progress, "_console", None) or Console(soft_wrap=True)
-        console.print(escape(f"{line}  {parts}"), highlight=False, soft_wrap=True)
+        _print(trainer, f"{line}  {parts}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        if stopper is None or not stopper.stopped_epoch or not trainer.is_global_zero:
+            return
+        _print(
+            trainer,
+            f"stopped early after epoch {stopper.stopped_epoch + 1}/{trainer.max_epochs}: "
+            f"{stopper.monitor} did not improve for {plural(stopper.patience, 'epoch')}",
+        )
+
+
+def _print(trainer: pl.Trainer, line: str) -> None:
+    """A console line that the progress bar, if one is shown, keeps above itself."""
+    console = getattr(trainer.progress_bar_callback, "_console", None) or Console(soft_wrap=True)
+    console.print(escape(line), highlight=False, soft_wrap=True)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, numbering epochs from 1 of ``max_epochs`` as the epoch
+    lines do (Lightning's own reads ``Epoch 0/7`` for the first of 8), without the logger's
+    version number (a run is named by its folder)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs}"
+        return f"{description:{len(self.validation_description)}}"
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class RngState(pl.Callback):
