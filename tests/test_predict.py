@@ -1,9 +1,11 @@
 """Inference: ABAW 2021 submission files, videos / images / folders through `abaw predict` (the
-single-face mode `--max-faces 1`, and a face track's filled gaps), the `Predictor` API, the GRU
-path's windows, the Haar detector on a real photograph, pluggable detectors, bad inputs."""
+single-face mode `--max-faces 1`, a face track's filled gaps, independent photos `--images`), the
+`Predictor` API, the GRU path's windows, the Haar detector on a real photograph, pluggable
+detectors, bad inputs."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from abaw_lightning.inference.detection import HaarDetector, crop_face
 from abaw_lightning.inference.media import read_video
 from abaw_lightning.inference.predictor import (
     FACE_COLUMNS,
+    PHOTO_COLUMNS,
     PREDICTION_COLUMNS,
     Predictor,
 )
@@ -375,6 +378,71 @@ def test_haar_detector_finds_the_face_of_a_real_photograph(checkpoints, tmp_path
     folder = pd.read_csv(out / "photos.csv", keep_default_na=False, na_values=[""])
     assert folder["image"].tolist() == ["astronaut.png", "wall.png"]
     assert folder["face"].tolist() == [True, False]
+
+
+HAPPY = Affect(4, 0.8, 0.6)
+
+
+def write_photos(folder: Path) -> Path:
+    """Three unrelated photos (name order): a face, a wall, two faces (the left one where the
+    first photo's face is, the right one detected more confidently), and an unreadable file."""
+    rng = np.random.default_rng(5)
+    identity = random_identity(np.random.default_rng(16))  # a face the Haar cascade finds
+    folder.mkdir()
+    for name, width, faces in (
+        ("beach.png", 320, [((60, 50, 110), HAPPY)]),
+        ("wall.png", 320, []),
+        ("wedding.png", 480, [((60, 50, 110), Affect(5, -0.7, -0.2)), ((300, 60, 110), HAPPY)]),
+    ):
+        image = background(rng, 240, width)
+        for box, affect in faces:
+            draw_face(image, face_matrix(*box), identity, affect)
+        cv2.imwrite(str(folder / name), np.clip(image, 0, 255).astype(np.uint8))
+    (folder / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_images_predicts_each_photo_on_its_own(checkpoints, tmp_path, capsys):
+    """--images: a row per face of each photo, numbered left to right, exactly what predicting
+    that photo alone with the CNN gives, even with a GRU; no face carried to the faceless photo.
+    Without it the folder is one sequence (the wall gets the beach face's track, filled) and a
+    warning says so, since the names are not numbered frames."""
+    photos = write_photos(tmp_path / "photos")
+    args = ["predict", "--ckpt", str(checkpoints[0]), str(photos), "--out"]
+    cnn = Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False)
+    alone = [
+        cnn.predict_images([photos / name]).drop(columns=["frame", "filled"])
+        for name in ("beach.png", "wall.png", "wedding.png")
+    ]
+    expected = pd.concat(alone, ignore_index=True)
+    assert expected["face"].tolist() == [True, False, True, True]
+    as_csv = pd.read_csv(
+        io.StringIO(expected.to_csv(index=False)), keep_default_na=False, na_values=[""]
+    )
+    for gru in ([], ["--gru-ckpt", str(checkpoints[1])]):
+        out = tmp_path / f"photos_{len(gru)}"
+        assert main([*args, str(out), "--images", *gru]) == 0
+        err = capsys.readouterr().err
+        assert "1 unreadable image(s)" in err and "not numbered frames" not in err
+        table = pd.read_csv(out / "photos.csv", keep_default_na=False, na_values=[""])
+        assert list(table.columns) == [*PHOTO_COLUMNS, *PREDICTION_COLUMNS]
+        assert table["image"].tolist() == ["beach.png", "wall.png", "wedding.png", "wedding.png"]
+        assert table["face_id"].tolist()[2:] == [0, 1] and table["x"].tolist()[2] < 100
+        assert table.loc[2, "score"] < table.loc[3, "score"]  # numbered by place, not score
+        assert table.loc[1, ["face_id", "x", *PREDICTION_COLUMNS]].isna().all()
+        pd.testing.assert_frame_equal(table, as_csv, atol=1e-4)
+    api = cnn.predict_photos(sorted(photos.iterdir()))
+    assert api.attrs["unreadable"] == [str(photos / "zz_broken.jpg")]
+    pd.testing.assert_frame_equal(api, expected, check_dtype=False)
+    one = Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False, max_faces=1)
+    (best,) = one.predict_photos([photos / "wedding.png"]).itertuples()  # the most confident
+    assert (best.face_id, best.x, best.score) == (0, *expected.loc[3, ["x", "score"]])
+
+    gru_args = [*args, str(tmp_path / "sequence"), "--gru-ckpt", str(checkpoints[1])]
+    assert main(gru_args) == 0
+    assert f"{photos}: the names are not numbered frames" in capsys.readouterr().err
+    sequence = pd.read_csv(tmp_path / "sequence" / "photos.csv")
+    assert sequence.loc[1, "filled"] and sequence.loc[1, ["Neutral", "valence"]].notna().all()
 
 
 @pytest.mark.slow
