@@ -6,7 +6,10 @@ detectors, bad inputs."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -443,6 +446,79 @@ def test_images_predicts_each_photo_on_its_own(checkpoints, tmp_path, capsys):
     assert f"{photos}: the names are not numbered frames" in capsys.readouterr().err
     sequence = pd.read_csv(tmp_path / "sequence" / "photos.csv")
     assert sequence.loc[1, "filled"] and sequence.loc[1, ["Neutral", "valence"]].notna().all()
+
+
+def write_damaged_inputs(video: Path, folder: Path) -> None:
+    """A cut video (its index, at the end, gone), a video whose frames 5-13 no longer decode, and
+    a folder of two frames, the second a cut PNG."""
+    data = video.read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    start, end = len(data) // 3, len(data) // 2
+    damaged = np.random.default_rng(0).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    (folder / "damaged.mp4").write_bytes(data[:start] + damaged + data[end:])
+    (folder / "frames").mkdir()
+    png = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    (folder / "frames" / "00001.png").write_bytes(png)
+    (folder / "frames" / "00002.png").write_bytes(png[: len(png) // 2])
+
+
+def test_damaged_inputs_are_reported_by_file(checkpoints, video, tmp_path, capsys):
+    """What FFmpeg and OpenCV would say without naming the file, abaw says with it: a video that
+    does not open, one that decodes only part of the frames its container lists (its CSV has
+    those), an unreadable image."""
+    write_damaged_inputs(video, tmp_path)
+    inputs = [str(tmp_path / name) for name in ("cut.mp4", "damaged.mp4", "frames")]
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoints[0]), *inputs, "--out", str(out)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot open video {tmp_path / 'cut.mp4'}: not a video OpenCV can decode" in err
+    decoded = pd.read_csv(out / "damaged.csv")["frame"].max() + 1
+    assert 0 < decoded < len(FACE_FRAMES)
+    assert (
+        f"{tmp_path / 'damaged.mp4'}: {decoded} of the {len(FACE_FRAMES)} frames its container "
+        "lists could be decoded (the video is damaged or cut short)"
+    ) in err
+    assert f"1 unreadable image(s) in {tmp_path / 'frames'} left out" in err
+
+
+READ_DAMAGED = """
+import sys
+import cv2, numpy as np
+from abaw_lightning.quiet import quiet_libraries
+if sys.argv[1] == "quiet":
+    quiet_libraries()  # after cv2's import, as in `abaw predict`
+cv2.VideoCapture("cut.mp4")
+capture = cv2.VideoCapture("damaged.mp4")
+while capture.read()[0]:
+    pass
+cv2.imdecode(np.fromfile("frames/00002.png", np.uint8), cv2.IMREAD_COLOR)
+"""
+
+
+def test_opencv_and_ffmpeg_chatter_is_off_unless_the_user_sets_its_levels(video, tmp_path):
+    """The damaged inputs make FFmpeg and OpenCV print lines that name no file; `abaw`'s
+    quiet_libraries turns them off, except where the user set OPENCV_LOG_LEVEL and
+    OPENCV_FFMPEG_LOGLEVEL."""
+    write_damaged_inputs(video, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    user = {"OPENCV_LOG_LEVEL": "WARNING", "OPENCV_FFMPEG_LOGLEVEL": "16"}
+    chatter = {
+        "FFmpeg, cut": r"moov atom not found",
+        "FFmpeg, damaged": r"header damaged",
+        "OpenCV": r"\[ WARN:.*PNG input buffer is incomplete",
+    }
+    for mode, levels, expected in (
+        ("default", {}, set(chatter)),
+        ("quiet", {}, set()),
+        ("quiet", user, set(chatter)),
+    ):
+        command = [sys.executable, "-c", READ_DAMAGED, mode]
+        run = subprocess.run(
+            command, cwd=tmp_path, env={**env, **levels}, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        said = run.stdout + run.stderr
+        assert {name for name, line in chatter.items() if re.search(line, said)} == expected
 
 
 @pytest.mark.slow

@@ -132,6 +132,14 @@ def predict_input(
         table = predict_stills(images)
     elif is_video(path):
         table = predictor.predict_video(path)
+        decoded, listed = table["frame"].max() + 1, table.attrs["listed_frames"]
+        if decoded < listed:
+            stderr.print(
+                f"[yellow]warning:[/] {escape(str(path))}: {decoded} of the {listed} frames its "
+                "container lists could be decoded (the video is damaged or cut short); the CSV "
+                "has the decoded ones",
+                highlight=False,
+            )
         written.append(plot_video(table, out / f"{name}.png", path.name))
     elif is_image(path):
         table = predict_stills([path])

@@ -399,11 +399,14 @@ class Predictor:
     def predict_video(self, path: str | Path, temporal: bool | None = None) -> pd.DataFrame:
         """Rows by frame and face: ``frame`` (0-based), ``time`` (s), FACE_COLUMNS, then
         PREDICTION_COLUMNS (empty in a frame without a face). With a GRU, it runs over each face
-        track (with `max_faces=1`: over the frames with a face), in order."""
+        track (with `max_faces=1`: over the frames with a face), in order. The frame count the
+        container lists (0: none) is ``table.attrs["listed_frames"]``: a damaged video decodes
+        fewer."""
         path = Path(path)
         info = video_info(path)
         table = self._faces_table(read_video(path), info.frames or None, path.name, temporal)
         table.insert(1, "time", table["frame"] / info.fps if info.fps else np.nan)
+        table.attrs["listed_frames"] = info.frames
         return table
 
     def predict_images(
