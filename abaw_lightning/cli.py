@@ -16,7 +16,7 @@ COMMANDS = {
     "plan": ("store.plan_command", "what abaw-train would train, resume, reuse"),
     "report": ("report.report_command", "mean +/- std over seeds: table and plots"),
     "runs": ("store.runs_command", "the stage store: disk use, dropping caches"),
-    "predict": ("inference.predict_command", "test submissions, or per-frame CSVs of videos"),
+    "predict": ("inference.predict_command", "test submissions, or CSVs of videos and photos"),
     "export": ("inference.export_command", "the CNN (and GRU) as ONNX or TorchScript, verified"),
 }
 """Subcommand -> (module under abaw_lightning defining `add_arguments(parser)` and

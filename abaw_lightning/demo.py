@@ -21,6 +21,9 @@ CHANCE = {
     "val/total": 1 / 7,
 }
 """Roughly what a model without signal scores (uniform guessing over 7 classes, CCC 0)."""
+SCALES = ("tiny", "small", "medium")
+"""`abaw synth`'s scales (data.synth.scales.SCALES, not imported here: `abaw demo --help` stays
+fast)."""
 SCALE_OVERRIDES = {
     "tiny": (
         "data.batch_size=8",
@@ -39,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scale",
         default="small",
-        choices=("small", "medium", "tiny"),
-        help="synthetic data size; tiny: a smoke test of the install in about a minute "
-        f"(with {' '.join(SCALE_OVERRIDES['tiny'])})",
+        choices=SCALES,
+        help="synthetic data size, as `abaw synth --scale` (sizes in `abaw synth --help`): tiny: "
+        "a smoke test of the install in about a minute (with "
+        f"{' '.join(SCALE_OVERRIDES['tiny'])}); small (default): the demo; medium: about 8 times "
+        "small's data",
     )
     parser.add_argument(
         "overrides", nargs="*", help="extra Hydra overrides, e.g. stages.cnn_teacher.max_epochs=2"

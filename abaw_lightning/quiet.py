@@ -1,10 +1,13 @@
 """Known-harmless library chatter, filtered where it is emitted (by message, category and module;
-never a blanket ignore), so the console shows the stages, the epochs and the results."""
+never a blanket ignore), so the console shows the stages, the epochs and the results; and
+OpenCV's and FFmpeg's log levels lowered, their lines naming no file that abaw reports by name."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import warnings
 
 WARNINGS = (
@@ -40,6 +43,25 @@ LITLOGGER_TIP = re.compile(r"💡 Tip: .*litlogger")
 """Lightning's advertisement for its cloud logger, logged at INFO on every Trainer."""
 
 
+OPENCV_LOG_LEVELS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "8"}
+"""OpenCV's own log at ERROR, FFmpeg's at AV_LOG_FATAL (8), unless the user set them: their
+warnings and per-file errors ("PNG input buffer is incomplete", "moov atom not found", "Error at
+MB") name no file and repeat what abaw reports by name ("cannot open video X", unreadable images
+left out, "N of the M frames its container lists could be decoded"). Set in the environment,
+so spawned workers inherit them."""
+
+
+def quiet_opencv() -> None:
+    """Lower OpenCV's and FFmpeg's log levels (OPENCV_LOG_LEVELS); FFmpeg reads its level when it
+    opens its first file, OpenCV at import, so a cv2 imported already is set directly."""
+    user_level = "OPENCV_LOG_LEVEL" in os.environ
+    for name, level in OPENCV_LOG_LEVELS.items():
+        os.environ.setdefault(name, level)
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and not user_level:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 class _DropMessages(logging.Filter):
     """Drops the records of one logger whose message matches a pattern."""
 
@@ -53,6 +75,7 @@ class _DropMessages(logging.Filter):
 
 def quiet_libraries() -> None:
     """Install the filters (idempotent); `abaw` and `abaw-train` call it before any work."""
+    quiet_opencv()
     for message, category, module in WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     logger = logging.getLogger(LIGHTNING_INFO_LOGGER)

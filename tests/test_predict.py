@@ -1,10 +1,15 @@
 """Inference: ABAW 2021 submission files, videos / images / folders through `abaw predict` (the
-single-face mode `--max-faces 1`, and a face track's filled gaps), the `Predictor` API, the GRU
-path's windows, the Haar detector on a real photograph, pluggable detectors, bad inputs."""
+single-face mode `--max-faces 1`, a face track's filled gaps, independent photos `--images`), the
+`Predictor` API, the GRU path's windows, the Haar detector on a real photograph, pluggable
+detectors, bad inputs."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -23,6 +28,7 @@ from abaw_lightning.inference.detection import HaarDetector, crop_face
 from abaw_lightning.inference.media import read_video
 from abaw_lightning.inference.predictor import (
     FACE_COLUMNS,
+    PHOTO_COLUMNS,
     PREDICTION_COLUMNS,
     Predictor,
 )
@@ -375,6 +381,144 @@ def test_haar_detector_finds_the_face_of_a_real_photograph(checkpoints, tmp_path
     folder = pd.read_csv(out / "photos.csv", keep_default_na=False, na_values=[""])
     assert folder["image"].tolist() == ["astronaut.png", "wall.png"]
     assert folder["face"].tolist() == [True, False]
+
+
+HAPPY = Affect(4, 0.8, 0.6)
+
+
+def write_photos(folder: Path) -> Path:
+    """Three unrelated photos (name order): a face, a wall, two faces (the left one where the
+    first photo's face is, the right one detected more confidently), and an unreadable file."""
+    rng = np.random.default_rng(5)
+    identity = random_identity(np.random.default_rng(16))  # a face the Haar cascade finds
+    folder.mkdir()
+    for name, width, faces in (
+        ("beach.png", 320, [((60, 50, 110), HAPPY)]),
+        ("wall.png", 320, []),
+        ("wedding.png", 480, [((60, 50, 110), Affect(5, -0.7, -0.2)), ((300, 60, 110), HAPPY)]),
+    ):
+        image = background(rng, 240, width)
+        for box, affect in faces:
+            draw_face(image, face_matrix(*box), identity, affect)
+        cv2.imwrite(str(folder / name), np.clip(image, 0, 255).astype(np.uint8))
+    (folder / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_images_predicts_each_photo_on_its_own(checkpoints, tmp_path, capsys):
+    """--images: a row per face of each photo, numbered left to right, exactly what predicting
+    that photo alone with the CNN gives, even with a GRU; no face carried to the faceless photo.
+    Without it the folder is one sequence (the wall gets the beach face's track, filled) and a
+    warning says so, since the names are not numbered frames."""
+    photos = write_photos(tmp_path / "photos")
+    args = ["predict", "--ckpt", str(checkpoints[0]), str(photos), "--out"]
+    cnn = Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False)
+    alone = [
+        cnn.predict_images([photos / name]).drop(columns=["frame", "filled"])
+        for name in ("beach.png", "wall.png", "wedding.png")
+    ]
+    expected = pd.concat(alone, ignore_index=True)
+    assert expected["face"].tolist() == [True, False, True, True]
+    as_csv = pd.read_csv(
+        io.StringIO(expected.to_csv(index=False)), keep_default_na=False, na_values=[""]
+    )
+    for gru in ([], ["--gru-ckpt", str(checkpoints[1])]):
+        out = tmp_path / f"photos_{len(gru)}"
+        assert main([*args, str(out), "--images", *gru]) == 0
+        err = capsys.readouterr().err
+        assert "1 unreadable image(s)" in err and "not numbered frames" not in err
+        table = pd.read_csv(out / "photos.csv", keep_default_na=False, na_values=[""])
+        assert list(table.columns) == [*PHOTO_COLUMNS, *PREDICTION_COLUMNS]
+        assert table["image"].tolist() == ["beach.png", "wall.png", "wedding.png", "wedding.png"]
+        assert table["face_id"].tolist()[2:] == [0, 1] and table["x"].tolist()[2] < 100
+        assert table.loc[2, "score"] < table.loc[3, "score"]  # numbered by place, not score
+        assert table.loc[1, ["face_id", "x", *PREDICTION_COLUMNS]].isna().all()
+        pd.testing.assert_frame_equal(table, as_csv, atol=1e-4)
+    api = cnn.predict_photos(sorted(photos.iterdir()))
+    assert api.attrs["unreadable"] == [str(photos / "zz_broken.jpg")]
+    pd.testing.assert_frame_equal(api, expected, check_dtype=False)
+    one = Predictor.from_checkpoints(checkpoints[0], device="cpu", progress=False, max_faces=1)
+    (best,) = one.predict_photos([photos / "wedding.png"]).itertuples()  # the most confident
+    assert (best.face_id, best.x, best.score) == (0, *expected.loc[3, ["x", "score"]])
+
+    gru_args = [*args, str(tmp_path / "sequence"), "--gru-ckpt", str(checkpoints[1])]
+    assert main(gru_args) == 0
+    assert f"{photos}: the names are not numbered frames" in capsys.readouterr().err
+    sequence = pd.read_csv(tmp_path / "sequence" / "photos.csv")
+    assert sequence.loc[1, "filled"] and sequence.loc[1, ["Neutral", "valence"]].notna().all()
+
+
+def write_damaged_inputs(video: Path, folder: Path) -> None:
+    """A cut video (its index, at the end, gone), a video whose frames 5-13 no longer decode, and
+    a folder of two frames, the second a cut PNG."""
+    data = video.read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    start, end = len(data) // 3, len(data) // 2
+    damaged = np.random.default_rng(0).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    (folder / "damaged.mp4").write_bytes(data[:start] + damaged + data[end:])
+    (folder / "frames").mkdir()
+    png = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    (folder / "frames" / "00001.png").write_bytes(png)
+    (folder / "frames" / "00002.png").write_bytes(png[: len(png) // 2])
+
+
+def test_damaged_inputs_are_reported_by_file(checkpoints, video, tmp_path, capsys):
+    """What FFmpeg and OpenCV would say without naming the file, abaw says with it: a video that
+    does not open, one that decodes only part of the frames its container lists (its CSV has
+    those), an unreadable image."""
+    write_damaged_inputs(video, tmp_path)
+    inputs = [str(tmp_path / name) for name in ("cut.mp4", "damaged.mp4", "frames")]
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(checkpoints[0]), *inputs, "--out", str(out)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot open video {tmp_path / 'cut.mp4'}: not a video OpenCV can decode" in err
+    decoded = pd.read_csv(out / "damaged.csv")["frame"].max() + 1
+    assert 0 < decoded < len(FACE_FRAMES)
+    assert (
+        f"{tmp_path / 'damaged.mp4'}: {decoded} of the {len(FACE_FRAMES)} frames its container "
+        "lists could be decoded (the video is damaged or cut short)"
+    ) in err
+    assert f"1 unreadable image(s) in {tmp_path / 'frames'} left out" in err
+
+
+READ_DAMAGED = """
+import sys
+import cv2, numpy as np
+from abaw_lightning.quiet import quiet_libraries
+if sys.argv[1] == "quiet":
+    quiet_libraries()  # after cv2's import, as in `abaw predict`
+cv2.VideoCapture("cut.mp4")
+capture = cv2.VideoCapture("damaged.mp4")
+while capture.read()[0]:
+    pass
+cv2.imdecode(np.fromfile("frames/00002.png", np.uint8), cv2.IMREAD_COLOR)
+"""
+
+
+def test_opencv_and_ffmpeg_chatter_is_off_unless_the_user_sets_its_levels(video, tmp_path):
+    """The damaged inputs make FFmpeg and OpenCV print lines that name no file; `abaw`'s
+    quiet_libraries turns them off, except where the user set OPENCV_LOG_LEVEL and
+    OPENCV_FFMPEG_LOGLEVEL."""
+    write_damaged_inputs(video, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    user = {"OPENCV_LOG_LEVEL": "WARNING", "OPENCV_FFMPEG_LOGLEVEL": "16"}
+    chatter = {
+        "FFmpeg, cut": r"moov atom not found",
+        "FFmpeg, damaged": r"header damaged",
+        "OpenCV": r"\[ WARN:.*PNG input buffer is incomplete",
+    }
+    for mode, levels, expected in (
+        ("default", {}, set(chatter)),
+        ("quiet", {}, set()),
+        ("quiet", user, set(chatter)),
+    ):
+        command = [sys.executable, "-c", READ_DAMAGED, mode]
+        run = subprocess.run(
+            command, cwd=tmp_path, env={**env, **levels}, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        said = run.stdout + run.stderr
+        assert {name for name, line in chatter.items() if re.search(line, said)} == expected
 
 
 @pytest.mark.slow

@@ -341,3 +341,85 @@ def test_cli_user_errors(tmp_path, capsys):
 
     with pytest.raises(UserError, match="expr-va-source"):
         prepare(root, out, expr_va_source="both")
+
+
+def test_out_that_is_not_a_prepared_folder_is_refused(tmp_path, capsys):
+    """A non-empty folder without manifest.json (a config folder, say) is never written into; a
+    new folder, an empty one, or one holding only a killed manifest write is."""
+    root = write_affwild2(tmp_path / "affwild2")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "train.yaml").write_text("seed: 0\n")
+    args = ["prepare", "--affwild2", str(root), "--workers", "1", "--out"]
+
+    assert main([*args, str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {conf} is not empty and holds no manifest.json" in err
+    assert "choose an empty or new folder, or the folder of an earlier `abaw prepare`" in err
+    assert len(err.strip().splitlines()) == 1
+    assert [p.name for p in conf.iterdir()] == ["train.yaml"]
+
+    assert main([*args, str(conf / "train.yaml")]) == 2
+    assert f"--out {conf / 'train.yaml'} is a file" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / ".manifest.json.4242.partial").write_text('{"form')
+    for out in (empty, tmp_path / "killed", tmp_path / "new" / "prepared"):
+        assert main([*args, str(out)]) == 0
+        assert json.loads((out / "manifest.json").read_text())["complete"] is True
+        assert not (out / ".manifest.json.4242.partial").exists()
+
+
+def test_a_prepared_folder_is_not_replaced_by_fewer_datasets(tmp_path, sources, capsys):
+    """Re-running with fewer datasets than the folder holds would change its data identity: it is
+    refused, naming them and the flags that keep them, and nothing is written; --replace does it."""
+    out = tmp_path / "prepared"
+    full = prepare(
+        sources["affwild2"],
+        out,
+        expw=sources["expw"],
+        afew_va=sources["afew_va"],
+        affectnet=sources["affectnet"],
+        workers=1,
+    )
+    stored = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    affwild2_only = ["prepare", "--affwild2", str(sources["affwild2"]), "--out", str(out)]
+
+    assert main([*affwild2_only, "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert (
+        f"--out {out} is a prepared folder of affwild2, expw, afew_va, affectnet; this run would "
+        "replace it without expw, afew_va, affectnet, which changes its data (data_id)"
+    ) in err
+    again = (
+        f"pass --expw {sources['expw']} --afew-va {sources['afew_va']} "
+        f"--affectnet {sources['affectnet']} again"
+    )
+    assert again in err and f"add --replace to rebuild {out} without them" in err
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == stored
+
+    # AffectNet given but left out by the option: the advice is to drop the option
+    with pytest.raises(UserError, match=r"without affectnet.*leave out --expr-va-source affwild2"):
+        prepare(
+            sources["affwild2"],
+            out,
+            expw=sources["expw"],
+            afew_va=sources["afew_va"],
+            affectnet=sources["affectnet"],
+            expr_va_source="affwild2",
+            workers=1,
+        )
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == stored
+
+    assert main([*affwild2_only, "--workers", "1", "--replace"]) == 0
+    replaced = json.loads((out / "manifest.json").read_text())
+    assert replaced["complete"] is True and replaced["data_id"] != full["data_id"]
+    assert [name for name, path in replaced["sources"].items() if path] == ["affwild2"]
+    assert replaced["rows"]["parts/expr"] == {"affwild2": 6, "total": 6}
+    # the same datasets again, or more, need no flag
+    assert main([*affwild2_only, "--workers", "1"]) == 0
+    more = prepare(sources["affwild2"], out, expw=sources["expw"], workers=1)
+    assert more["rows"]["parts/expr"] == {"affwild2": 6, "expw": 2, "total": 8}

@@ -297,6 +297,27 @@ def test_interrupted_prepare_is_recovered_by_the_next_run(tmp_path, moment):
         assert len(load_table(out, name)) == recovered["tables"][name]["rows"]
 
 
+def test_an_interrupted_first_run_into_a_new_folder_is_continued(tmp_path, monkeypatch):
+    """A new folder is marked as prepare's (an incomplete manifest) before anything else is
+    written in it: a first run killed while cropping leaves a folder that training refuses and the
+    next run, not being refused as a foreign non-empty folder, completes."""
+    sources = write_sources(tmp_path)
+    out = tmp_path / "prepared"
+    with pytest.MonkeyPatch.context() as patch:
+        fail_while_cropping(patch)
+        with pytest.raises(Interrupted):
+            prepare_all(sources, out)
+    assert (out / "affwild2_images").is_symlink()
+    marker = json.loads((out / "manifest.json").read_text())
+    assert marker["complete"] is False and marker["sources"]["expw"] == str(sources["expw"])
+    with pytest.raises(UserError, match=f"prepared folder {out} is incomplete"):
+        load_table(out, "parts/expr")
+
+    done = prepare_all(sources, out)
+
+    assert check_prepared(out) == done and done["rows"]["parts/expr"]["total"] == 8
+
+
 # --- content identity ---------------------------------------------------------------------------
 
 

@@ -402,3 +402,30 @@ def test_valence_and_arousal_show_in_the_mouth_region(axis):
             x.append(_features(gray, (56, 112, 16, 96)))
             y.append(sign)
     assert _nearest_centroid_accuracy(np.array(x), np.array(y)) > 0.9
+
+
+def test_help_lists_every_scale_with_the_sizes_it_writes(synth, capsys):
+    """`abaw synth --help` names tiny, small and medium with their sizes (tiny's checked against
+    the files it wrote), and `abaw demo --scale` offers the same scales."""
+    with pytest.raises(SystemExit):
+        cli.main(["synth", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scale {tiny,small,medium}" in text
+    out, _ = synth
+    tests = len(list((out / "affwild2/videos/batch1").glob("*.mp4")))
+    videos = len(list((out / "affwild2/cropped_aligned").iterdir())) - tests
+    labels = (out / "expw/label/label.lst").read_text().splitlines()
+    expw = len({line.split()[0] for line in labels})
+    clips = sorted(p for p in (out / "afew_va").glob("*/*") if p.is_dir())
+    (frames,) = {len(list(clip.glob("*.png"))) for clip in clips}
+    lists = out / "affectnet/Manually_Annotated_file_lists"
+    rows = sum(len(f.read_text().splitlines()) for f in lists.glob("*.csv")) - 1  # one header
+    assert (
+        f"tiny: {videos} Aff-Wild2 videos of 16-28 frames (+{tests} test), {expw} ExpW images, "
+        f"{len(clips)} AFEW-VA clips of {frames} frames, {rows} AffectNet rows (seconds; for "
+        "tests and `abaw demo --scale tiny`); small: 34 Aff-Wild2 videos of 80-200 frames"
+    ) in text
+    assert "; medium: 200 Aff-Wild2 videos of 100-300 frames" in text
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    assert "--scale {tiny,small,medium}" in " ".join(capsys.readouterr().out.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,16 @@ def list_images(folder: Path) -> list[Path]:
             f"no images in {folder}: expected files ending in {', '.join(IMAGE_SUFFIXES)}"
         )
     return images
+
+
+NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def numbered_frames(images: list[Path]) -> bool:
+    """Whether the names look like the frames of one video: one prefix then a number
+    (00001.jpg, frame_0002.png); a folder of photos named otherwise is probably not one."""
+    names = [NUMBERED.match(path.stem) for path in images]
+    return all(names) and len({name.group(1) for name in names}) == 1
 
 
 def read_rgb(path: Path) -> np.ndarray | None:

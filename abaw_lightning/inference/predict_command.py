@@ -1,5 +1,6 @@
 """`abaw predict`: ABAW 2021 test submissions from the cropped_aligned test crops, and CSVs with a
-row per frame and face (plus a PNG per video) for videos, image folders and single images."""
+row per frame and face (plus a PNG per video) for videos, image folders and single images, or a
+row per face of each independent photo (`--images`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.markup import escape
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.inference.detection import MARGIN
-from abaw_lightning.inference.media import is_image, is_video, list_images
+from abaw_lightning.inference.media import is_image, is_video, list_images, numbered_frames
 from abaw_lightning.inference.plots import plot_video
 from abaw_lightning.inference.predictor import Predictor
 from abaw_lightning.inference.submission import (
@@ -26,7 +27,13 @@ FLOAT_FORMAT = "%.4f"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="videos, image folders, images")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="videos, image folders (frames of one video, in name order; with --images: "
+        "independent photos), images",
+    )
     parser.add_argument("--ckpt", required=True, help="CNN-stage checkpoint (best.ckpt)")
     parser.add_argument("--gru-ckpt", help="GRU-stage checkpoint: predict over frame sequences")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -44,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="the N most confident faces per frame (default: all; 1: the single-face mode)",
+    )
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="image folders and images are independent photos: each is predicted on its own "
+        "(a row per face, numbered left to right; no tracking, gap filling or GRU across photos; "
+        "videos still use --gru-ckpt)",
     )
     parser.add_argument(
         "--max-gap",
@@ -96,23 +110,44 @@ def _unique_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def predict_input(predictor: Predictor, path: Path, out: Path, name: str) -> list[Path]:
-    """Predict one video, image folder or image; write its CSV (and PNG for a video)."""
+def predict_input(
+    predictor: Predictor, path: Path, out: Path, name: str, photos: bool = False
+) -> list[Path]:
+    """Predict one video, image folder or image; write its CSV (and PNG for a video). With
+    `photos`, images are independent (`Predictor.predict_photos`), else one frame sequence."""
     if not path.exists():
         raise UserError(f"input not found: {path}")
+    stderr = Console(stderr=True, soft_wrap=True)
+    predict_stills = predictor.predict_photos if photos else predictor.predict_images
     written = []
     if path.is_dir():
-        table = predictor.predict_images(list_images(path))
+        images = list_images(path)
+        if not photos and not numbered_frames(images):
+            stderr.print(
+                f"[yellow]warning:[/] {escape(str(path))}: the names are not numbered frames "
+                "(like 00001.jpg, 00002.jpg), yet the images are predicted as one video, faces "
+                "tracked across them; add --images if they are independent photos",
+                highlight=False,
+            )
+        table = predict_stills(images)
     elif is_video(path):
         table = predictor.predict_video(path)
+        decoded, listed = table["frame"].max() + 1, table.attrs["listed_frames"]
+        if decoded < listed:
+            stderr.print(
+                f"[yellow]warning:[/] {escape(str(path))}: {decoded} of the {listed} frames its "
+                "container lists could be decoded (the video is damaged or cut short); the CSV "
+                "has the decoded ones",
+                highlight=False,
+            )
         written.append(plot_video(table, out / f"{name}.png", path.name))
     elif is_image(path):
-        table = predictor.predict_images([path])
+        table = predict_stills([path])
     else:
         raise UserError(f"{path} is neither a video, an image nor a folder of images")
     unreadable = table.attrs.get("unreadable", [])
     if unreadable:
-        Console(stderr=True, soft_wrap=True).print(
+        stderr.print(
             f"[yellow]warning:[/] {len(unreadable)} unreadable image(s) in {escape(str(path))} "
             f"left out (first: {escape(unreadable[0])})",
             highlight=False,
@@ -146,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(item)
         name = _unique_name(path.stem if path.is_file() else path.resolve().name, used)
         try:
-            written = predict_input(predictor, path, args.out, name)
+            written = predict_input(predictor, path, args.out, name, args.images)
         except UserError as error:
             failures.append((item, str(error)))
             continue

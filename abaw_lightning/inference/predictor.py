@@ -40,6 +40,9 @@ BOX_COLUMNS = ["face", "x", "y", "w", "h"]
 FACE_COLUMNS = ["face_id", *BOX_COLUMNS, "score", "filled"]
 """The face track, its detection, the detector's score, and whether the row's predictions were
 filled from the track's nearest detected frame (the face was not detected in this frame)."""
+PHOTO_COLUMNS = ["image", "face_id", *BOX_COLUMNS, "score"]
+"""A row of an independent photo: its file name, the face's number in it (left to right), its
+detection and score."""
 
 
 def _empty_outputs() -> dict[str, np.ndarray]:
@@ -396,11 +399,14 @@ class Predictor:
     def predict_video(self, path: str | Path, temporal: bool | None = None) -> pd.DataFrame:
         """Rows by frame and face: ``frame`` (0-based), ``time`` (s), FACE_COLUMNS, then
         PREDICTION_COLUMNS (empty in a frame without a face). With a GRU, it runs over each face
-        track (with `max_faces=1`: over the frames with a face), in order."""
+        track (with `max_faces=1`: over the frames with a face), in order. The frame count the
+        container lists (0: none) is ``table.attrs["listed_frames"]``: a damaged video decodes
+        fewer."""
         path = Path(path)
         info = video_info(path)
         table = self._faces_table(read_video(path), info.frames or None, path.name, temporal)
         table.insert(1, "time", table["frame"] / info.fps if info.fps else np.nan)
+        table.attrs["listed_frames"] = info.frames
         return table
 
     def predict_images(
@@ -430,5 +436,43 @@ class Predictor:
         if not readable:
             raise UserError(f"none of the {len(paths)} images could be read (first: {paths[0]})")
         table.insert(1, "image", [readable[frame].name for frame in table["frame"]])
+        table.attrs["unreadable"] = unreadable
+        return table
+
+    def predict_photos(self, paths: Sequence[str | Path]) -> pd.DataFrame:
+        """Independent photos, each on its own: PHOTO_COLUMNS then PREDICTION_COLUMNS, a row per
+        face (at most `max_faces`, numbered left to right as in a video's first frame) or one
+        empty row for a photo without any; the CNN alone (no tracking, filling or GRU). Unreadable
+        files are left out and listed in ``table.attrs["unreadable"]``."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise UserError("no images given")
+        photos: list[tuple[str, list[Detection]]] = []
+        unreadable: list[str] = []
+
+        def crops() -> Iterator[list[np.ndarray]]:
+            for path in paths:
+                image = read_rgb(path)
+                if image is None:
+                    unreadable.append(str(path))
+                    yield []
+                    continue
+                faces = as_detections(self.detector(image))[: self.max_faces]
+                faces.sort(key=lambda face: (face.x, face.y))
+                photos.append((path.name, faces))
+                yield [crop_face(image, face.box, self.margin) for face in faces]
+
+        outputs = self._cnn_stream(crops(), len(paths), paths[0].parent.name or "images")
+        if not photos:
+            raise UserError(f"none of the {len(paths)} images could be read (first: {paths[0]})")
+        rows = [(name, i, face) for name, faces in photos for i, face in enumerate(faces or [None])]
+        present = np.array([face is not None for _, _, face in rows], dtype=bool)
+        table = pd.DataFrame({"image": [name for name, _, _ in rows]})
+        face_ids = np.array([i for _, i, _ in rows], dtype=np.int64)
+        table["face_id"] = pd.arrays.IntegerArray(face_ids, ~present)
+        boxes = [None if face is None else face.box for _, _, face in rows]
+        table = pd.concat([table, box_table(boxes)], axis=1)
+        table["score"] = [np.nan if face is None else face.score for _, _, face in rows]
+        table = pd.concat([table, prediction_table(present, *self.decode(outputs, False))], axis=1)
         table.attrs["unreadable"] = unreadable
         return table

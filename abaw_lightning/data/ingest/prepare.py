@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from abaw_lightning.data.ingest.readers.afew_va import read_afew_va
 from abaw_lightning.data.ingest.readers.affectnet import read_affectnet
 from abaw_lightning.data.ingest.readers.affwild2 import images_dir, read_affwild2
 from abaw_lightning.data.ingest.readers.expw import read_expw
-from abaw_lightning.data.manifest import MANIFEST, PREPARED_FORMAT, data_id
+from abaw_lightning.data.manifest import MANIFEST, PREPARED_FORMAT, SOURCE_FLAGS, data_id
 from abaw_lightning.errors import UserError
 from abaw_lightning.files import sha256_file, sync_dir, write_json_atomic
 
@@ -226,12 +228,15 @@ def prepare(
     affectnet: Path | str | None = None,
     expr_va_source: str = "affectnet",
     workers: int = DEFAULT_WORKERS,
+    replace: bool = False,
 ) -> dict:
     """Build the prepared folder `out` (parts, Aff-Wild2 tables, crops, manifest); return manifest.
 
-    Re-running into the same folder reuses the crops there that check out. The tables and the
-    manifest are published last (`_publish`): an interrupted run leaves the previous complete
-    folder or one that training refuses and the next run rebuilds.
+    `out` must be new, empty or an earlier prepare's folder (`check_out`); a prepared folder is
+    replaced by one without some of its datasets only with `replace`. Re-running into the same
+    folder reuses the crops there that check out. The tables and the manifest are published last
+    (`_publish`): an interrupted run leaves the previous complete folder or one that training
+    refuses and the next run rebuilds.
     """
     console = Console()
     if expr_va_source not in EXPR_VA_SOURCES:
@@ -242,20 +247,33 @@ def prepare(
         {"affwild2": affwild2, "expw": expw, "afew_va": afew_va, "affectnet": affectnet}
     )
     used_expr_va = expr_va_source
+    if expr_va_source == "affectnet" and "affectnet" not in paths:
+        used_expr_va = "affwild2"
+    out = Path(out)
+    check_out(out, paths, used_expr_va, replace)
     for name in ("expw", "afew_va", "affectnet"):
         if name not in paths:
             flag = name.replace("_", "-")
             console.print(f"[yellow]warning:[/] no --{flag} given: {_missing_effect(name)}")
-    if expr_va_source == "affectnet" and "affectnet" not in paths:
-        used_expr_va = "affwild2"
-    elif expr_va_source == "affwild2" and "affectnet" in paths:
+    if expr_va_source == "affwild2" and "affectnet" in paths:
         console.print("[yellow]warning:[/] --expr-va-source affwild2: AffectNet is not used.")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_partials(out)
+    options = {
+        "expr_va_source": expr_va_source,
+        "expr_va_source_used": used_expr_va,
+        "workers": workers,
+        "crop_format": CROP_FORMAT,
+        "crop_min": CROP_MIN,
+        "crop_max": CROP_MAX,
+        "jpeg_quality": JPEG_QUALITY,
+    }
+    sources = {name: str(paths[name]) if name in paths else None for name in SOURCES}
     skipped = {name: Skipped() for name in paths}
 
     affwild2_tables, frames = read_affwild2_tables(paths["affwild2"], skipped["affwild2"], workers)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).is_file():  # a new folder is marked as prepare's before any write
+        write_json_atomic(out / MANIFEST, _incomplete(sources, options))
+    _remove_partials(out)
     _link_images(out, paths["affwild2"])
     cropped = [n for n in ("expw", "afew_va") if n in paths]
     cropped += ["affectnet"] if used_expr_va == "affectnet" else []
@@ -272,16 +290,6 @@ def prepare(
     tables = {f"parts/{name}": table for name, table in parts.items()}
     tables.update({f"affwild2/{name}": table for name, table in affwild2_tables.items()})
     written = _write_partial_tables(out, tables)
-    options = {
-        "expr_va_source": expr_va_source,
-        "expr_va_source_used": used_expr_va,
-        "workers": workers,
-        "crop_format": CROP_FORMAT,
-        "crop_min": CROP_MIN,
-        "crop_max": CROP_MAX,
-        "jpeg_quality": JPEG_QUALITY,
-    }
-    sources = {name: str(paths[name]) if name in paths else None for name in SOURCES}
     manifest = {
         "format": PREPARED_FORMAT,
         "complete": True,
@@ -310,6 +318,69 @@ IDENTITY_OPTIONS = ("expr_va_source_used", "crop_format", "crop_min", "crop_max"
 
 PARTIAL = ".partial"
 """Suffix of a table written but not yet published (renamed into place at the very end)."""
+
+
+def _incomplete(sources: dict, options: dict) -> dict:
+    """The manifest of a folder being written: it names the folder as prepare's and says that
+    training must not read it yet."""
+    return {"format": PREPARED_FORMAT, "sources": sources, "options": options, "complete": False}
+
+
+FOLDER_ADVICE = "choose an empty or new folder, or the folder of an earlier `abaw prepare`"
+
+
+def check_out(out: Path, paths: dict[str, Path], expr_va_used: str, replace: bool) -> None:
+    """A UserError, before anything is read or written, unless `out` is new, empty or an earlier
+    prepare's folder (it holds manifest.json); and, unless `replace`, when it is a complete
+    prepared folder with datasets this run would drop (that changes its data identity)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: {FOLDER_ADVICE}.")
+    if not out.is_dir():
+        return
+    if not (out / MANIFEST).is_file():
+        if any(not _is_partial_manifest(path) for path in out.iterdir()):
+            raise UserError(
+                f"--out {out} is not empty and holds no {MANIFEST}, so it is not a folder of "
+                f"`abaw prepare`; nothing was written: {FOLDER_ADVICE}."
+            )
+        return
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # a damaged manifest: the folder is rebuilt
+    if replace or not isinstance(manifest, dict) or manifest.get("complete") is False:
+        return
+    sources = manifest.get("sources") if isinstance(manifest.get("sources"), dict) else {}
+    options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    before = _datasets(sources, options.get("expr_va_source_used", "affectnet"))
+    dropped = [name for name in before if name not in _datasets(paths, expr_va_used)]
+    if not dropped:
+        return
+    again = [f"{SOURCE_FLAGS[n]} {shlex.quote(str(sources[n]))}" for n in dropped if n not in paths]
+    remedies = [f"pass {' '.join(again)} again"] if again else []
+    if "affectnet" in dropped and "affectnet" in paths:
+        remedies.append("leave out --expr-va-source affwild2")
+    raise UserError(
+        f"--out {out} is a prepared folder of {', '.join(before)}; this run would replace it "
+        f"without {', '.join(dropped)}, which changes its data (data_id), so every stage trained "
+        f"on it would train again. Nothing was written: {' and '.join(remedies)}, choose another "
+        f"--out, or add --replace to rebuild {out} without them."
+    )
+
+
+def _is_partial_manifest(path: Path) -> bool:
+    """What a run killed while writing the manifest of a new folder leaves in it."""
+    return path.name.startswith(f".{MANIFEST}") and path.name.endswith(PARTIAL)
+
+
+def _datasets(sources: dict, expr_va_used: str) -> list[str]:
+    """The datasets whose rows a prepared folder holds: its sources, AffectNet only when the
+    expr_va part was built from it."""
+    return [
+        name
+        for name in SOURCES
+        if sources.get(name) and (name != "affectnet" or expr_va_used == "affectnet")
+    ]
 
 
 def _remove_partials(out: Path) -> None:
@@ -341,8 +412,7 @@ def _publish(out: Path, names: list[str], manifest: dict) -> None:
     renames leaves a folder that training refuses (and the next prepare rebuilds) instead of new
     tables beside an old manifest; a kill before it leaves the previous complete state.
     """
-    incomplete = {key: manifest[key] for key in ("format", "sources", "options")}
-    write_json_atomic(out / MANIFEST, {**incomplete, "complete": False})
+    write_json_atomic(out / MANIFEST, _incomplete(manifest["sources"], manifest["options"]))
     for name in names:
         final = out / f"{name}.parquet"
         os.replace(final.with_name(final.name + PARTIAL), final)

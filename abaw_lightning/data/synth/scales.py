@@ -49,3 +49,22 @@ SCALES = {
     "medium": Scale((36, 10, 10, 36, 36, 24, 24, 24), (100, 300), 12, 1800, 40, 60, 1800, 40),
 }
 """`tiny` is for tests (every quirk still present); `small` is the demo default."""
+
+SCALE_USES = {
+    "tiny": "seconds; for tests and `abaw demo --scale tiny`",
+    "small": "the default; the CPU demo, about 20 s",
+    "medium": "about 8 times small",
+}
+"""What each scale is for, shown by `abaw synth --help`."""
+
+
+def describe(name: str) -> str:
+    """One scale's sizes and use, from the sizes themselves (the help cannot drift from them)."""
+    scale = SCALES[name]
+    affectnet_rows = scale.affectnet_train + 11 * scale.affectnet_validation_per_code
+    return (
+        f"{name}: {sum(scale.groups)} Aff-Wild2 videos of {scale.frames[0]}-{scale.frames[1]} "
+        f"frames (+{scale.test_videos} test), {scale.expw_images} ExpW images, "
+        f"{scale.afew_clips} AFEW-VA clips of {scale.afew_frames} frames, {affectnet_rows} "
+        f"AffectNet rows ({SCALE_USES[name]})"
+    )

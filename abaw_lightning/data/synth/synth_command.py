@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from abaw_lightning.data.synth.generate import generate
-from abaw_lightning.data.synth.scales import SCALES
+from abaw_lightning.data.synth.scales import SCALES, describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scale",
         default="small",
-        choices=sorted(SCALES),
-        metavar="{small,medium}",
-        help="small (default): a CPU demo in minutes; medium: 5-10x more",
+        choices=list(SCALES),
+        help="; ".join(describe(name) for name in SCALES),
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
 
