@@ -401,3 +401,38 @@ def test_a_verbose_plan_names_each_sweep_point_and_what_else_each_run_does(
     assert "extracts cnn_student's features first" in out
     assert "2 jobs, 8 stages, 7 distinct runs" in out  # one teacher for both values of lam
     assert not runs.exists() or not list(runs.glob("demo*"))  # planning writes no view
+
+
+def test_prune_deletes_unfinished_runs_no_process_trains_and_their_views(
+    prepared, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    stage = ["logger=none", "stage=cnn_teacher", *QUICK]
+    pipeline.run_pipeline(tiny_config(prepared, runs, *stage))
+    unfinished = {}
+    for lr in ("1e-2", "1e-4"):
+        setting = f"stages.cnn_teacher.module.optimizer.lr={lr}"
+        cfg = tiny_config(prepared, runs, *stage, setting, *kill_at(1, "batch"))
+        with pytest.raises(SimulatedKill):
+            pipeline.run_pipeline(cfg)
+        unfinished[lr] = make_plan(cfg).runs["cnn_teacher"].dir
+    # the view a sweep over lr would have given the first (in process, every job's view is demo)
+    view = runs / "demo+lr=1e-2" / "seed_0"
+    pipeline.write_view(view, "demo", 0, [], {"cnn_teacher": (unfinished["1e-2"], "v")})
+    (complete,) = store_runs(runs, "cnn_teacher")
+    with run_lock(unfinished["1e-4"].root):  # a process resuming that one now
+        assert cli.main(["runs", "prune", str(runs), "--dry-run"]) == 0
+        dry = " ".join(capsys.readouterr().out.split())
+        assert (
+            f"would delete {unfinished['1e-2'].root} (started, no checkpoint, no epoch validated"
+            in dry
+        )
+        assert str(unfinished["1e-4"].root) not in dry and str(complete) not in dry
+        assert f"would delete the view {runs / 'demo+lr=1e-2' / 'seed_0'}" in dry
+        assert unfinished["1e-2"].root.is_dir()  # a dry run deletes nothing
+        assert cli.main(["runs", "prune", str(runs)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"deleted {unfinished['1e-2'].root}" in out
+    assert not unfinished["1e-2"].root.exists() and not (runs / "demo+lr=1e-2").exists()
+    assert unfinished["1e-4"].identity.is_file() and (runs / "demo" / "seed_0").is_dir()
+    assert (complete / "metrics.json").is_file()

@@ -1,8 +1,12 @@
-"""The store's disk use per stage kind, and dropping feature caches nobody needs any more.
+"""The store's disk use per stage kind, dropping feature caches nobody needs any more, and
+pruning the runs that were never finished.
 
 A CNN run's GRU feature caches (``features/``; 25 GB per seed on the real data) are needed only
 while a GRU run that reads them is unfinished: once every GRU run built on a CNN run is complete,
 its caches can go. A dropped cache is extracted again if a new GRU run needs it.
+
+An unfinished run stays in the store when its settings change (it resumes if they come back);
+pruning deletes those no process is training, and the views left pointing at nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.store.runs import RunDir, read_json, store_runs
+from abaw_lightning.store.lock import lock_holder, lock_if_free
+from abaw_lightning.store.runs import VIEW, RunDir, read_json, read_view, store_runs
 
 CATEGORIES = ("checkpoints", "features", "logs", "other")
 
@@ -79,3 +84,36 @@ def droppable_caches(runs_dir: str | Path) -> list[Droppable]:
 
 def drop(droppable: Droppable) -> None:
     shutil.rmtree(droppable.run.features)
+
+
+def prunable_runs(runs_dir: str | Path) -> list[tuple[RunDir, int]]:
+    """The store's unfinished runs that no process is training now, with their bytes."""
+    return [
+        (run, folder_bytes(run.root))
+        for run in store_runs(runs_dir)
+        if not run.complete and lock_holder(run.root) is None
+    ]
+
+
+def orphaned_views(runs_dir: str | Path, removed: set[Path]) -> list[Path]:
+    """The view seed folders whose every stage's run is gone or in ``removed`` (resolved)."""
+    found = []
+    for path in sorted(Path(runs_dir).glob(f"*/seed_*/{VIEW}")):
+        try:
+            stages = read_view(path.parent).get("stages", {})
+        except UserError:
+            continue
+        runs = [entry["dir"] for entry in stages.values()]
+        if all(run.root.resolve() in removed or not run.identity.is_file() for run in runs):
+            found.append(path.parent)
+    return found
+
+
+def prune(run: RunDir) -> bool:
+    """Delete an unfinished run's folder while holding its lock; False (and nothing deleted)
+    when a process holds it or it was completed meanwhile."""
+    with lock_if_free(run.root) as free:
+        if not free or run.complete:
+            return False
+        shutil.rmtree(run.root)
+        return True

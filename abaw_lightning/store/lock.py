@@ -88,6 +88,26 @@ def lock_holder(folder: Path) -> str | None:
         return None
 
 
+@contextmanager
+def lock_if_free(folder: Path) -> Iterator[bool]:
+    """Hold a run folder's writer lock if no process holds it (True), without waiting."""
+    try:
+        file = open(folder / LOCK, "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        yield False
+        return
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def discard_unstarted(folder: Path, keep: Callable[[], bool]) -> None:
     """Remove, while holding its lock, a run folder whose run never started (``keep()`` false:
     nothing but the lock and ids in it), so a failed job leaves nothing that reads as a run."""
