@@ -394,3 +394,24 @@ def test_paired_comparison_equals_scipy_and_a_hand_computed_interval(tmp_path, c
     assert csv[0].startswith("metric,a,b,a_mean,b_mean,difference,ci_low,ci_high,p_value,n")
     assert cli.main(["report", str(runs), "--compare", a, "sweep/nothing"]) == 2
     assert "rows are: sweep/cnn_student[lam=0.3]" in capsys.readouterr().err
+
+
+def test_distribution_labels_of_long_rows_leave_constrained_layout_room():
+    import warnings
+    from io import BytesIO
+
+    names = [
+        ("paper_student_no_sharing", "cnn_student_no_sharing", "x" * 39 + str(i)) for i in range(3)
+    ]
+    frame = pd.DataFrame(
+        [
+            {"row": f"{e}/{s}[{v}]", "experiment": e, "stage": s, "variant": v, "complete": True}
+            | {name: 0.1 * seed for name in report.tables.DISPLAY}
+            for e, s, v in names
+            for seed in range(3)
+        ]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.metric_distributions(frame).savefig(BytesIO(), dpi=110)
+    assert [str(w.message) for w in caught] == []
