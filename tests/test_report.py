@@ -236,9 +236,9 @@ def test_cli_prints_json_csv_and_markdown(runs, capsys):
     assert records[2]["expr_f1_std"] is None and records[2]["paper_expr"] is None
     assert cli.main(["report", str(runs), "--format", "csv"]) == 0
     csv = capsys.readouterr().out.splitlines()
-    assert csv[0].startswith("row,experiment,variant,stage,n,seeds,incomplete,data,")
+    assert csv[0].startswith("row,experiment,variant,settings,stage,n,seeds,incomplete,data,")
     assert csv[1].startswith(
-        "paper_x/cnn_teacher,paper_x,,cnn_teacher,3,0 1 2,seed 3: interrupted,"
+        "paper_x/cnn_teacher,paper_x,,,cnn_teacher,3,0 1 2,seed 3: interrupted,"
     )
     assert cli.main(["report", str(runs / "paper_x"), "--format", "md"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -273,13 +273,13 @@ def test_best_seed_history_and_confusion_counts(runs):
     assert report.best_seed(frame, "paper_x/cnn_teacher") == 2
     history = report.load_history(frame)
     teacher = history[history["row"] == "paper_x/cnn_teacher"]
-    assert teacher[["seed", "epoch"]].values.tolist() == [
-        [0, 0],
+    assert teacher[["seed", "epoch"]].values.tolist() == [  # metrics.json's epochs 0, 1
         [0, 1],
-        [1, 0],
+        [0, 2],
         [1, 1],
-        [2, 0],
+        [1, 2],
         [2, 1],
+        [2, 2],
     ]
     assert teacher["ccc_v"].tolist() == pytest.approx([0.2, 0.4, 0.225, 0.45, 0.25, 0.5])
     counts = confusion_counts(report.load_predictions(frame, "paper_x/cnn_teacher", 2))
@@ -393,7 +393,77 @@ def test_paired_comparison_equals_scipy_and_a_hand_computed_interval(tmp_path, c
     csv = capsys.readouterr().out.splitlines()
     assert csv[0].startswith("metric,a,b,a_mean,b_mean,difference,ci_low,ci_high,p_value,n")
     assert cli.main(["report", str(runs), "--compare", a, "sweep/nothing"]) == 2
-    assert "rows are: sweep/cnn_student[lam=0.3]" in capsys.readouterr().err
+    assert "rows are: sweep/cnn_teacher, sweep/cnn_student[lam=0.3]," in capsys.readouterr().err
+
+
+def test_a_variant_that_never_started_leaves_the_other_labels_alone(tmp_path):
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    runs = tmp_path / "runs"
+    sweep_runs(runs, real)
+    teacher = RunDir(runs / "store" / "cnn_teacher" / "st0")
+    for key, folder in (("c0ffee001", False), ("c0ffee002", True)):  # folder: failed early
+        never = RunDir(runs / "store" / "cnn_student" / f"never-{key}")
+        if folder:
+            never.root.mkdir(parents=True)
+        stages = {"cnn_teacher": (teacher, "v-cnn_teacher"), "cnn_student": (never, key)}
+        write_view(runs / f"sweep+lam={key}" / "seed_0", "sweep", 0, [], stages)
+    frame = report.load_runs(runs)
+    students = frame[frame["stage"] == "cnn_student"]
+    assert students[["variant", "seed", "status"]].values.tolist() == [
+        ["lam=0.3", 0, "complete"],
+        ["lam=0.3", 1, "complete"],
+        ["lam=0.9", 0, "complete"],
+        ["lam=0.9", 1, "complete"],
+        ["vc0ffee001", 0, "not started"],
+        ["vc0ffee002", 0, "started"],
+    ]
+    assert set(students["settings"].iloc[4:]) == {report.runs.UNKNOWN}
+    with pytest.raises(UserError, match=r"names several rows \(sweep/cnn_student\[vc0ffee001\]"):
+        report.compare(frame, "sweep/cnn_teacher", f"sweep/cnn_student[{report.runs.UNKNOWN}]")
+    with pytest.raises(UserError, match="has no complete run to compare \\(seed 0: not started\\)"):
+        report.compare(frame, "sweep/cnn_teacher", "sweep/cnn_student[vc0ffee001]")
+
+
+def test_a_setting_only_some_variants_have_reads_unset(tmp_path):
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    runs = tmp_path / "runs"
+    sweep_runs(runs, real)
+    settings = student_settings(True, 0.3)
+    settings["stage"]["module"]["distillation"]["temperature"] = 2
+    extra = write_run(runs, "cnn_student", "temp", settings, real, STUDENT[0], variant="lamT")
+    teacher = RunDir(runs / "store" / "cnn_teacher" / "st0")
+    stages = {"cnn_teacher": (teacher, "v-cnn_teacher"), "cnn_student": (extra, "lamT")}
+    write_view(runs / "sweep+temperature=2" / "seed_0", "sweep", 0, [], stages)
+    frame = report.load_runs(runs)
+    # the extra variant builds on no teacher: its teacher's settings are unset, named by role
+    students = frame[frame["stage"] == "cnn_student"].drop_duplicates("settings")
+    parts = "['expr', 'va', 'expr_va']"
+    assert students[["variant", "settings"]].values.tolist() == [
+        ["vlamT", "lam=0.3,temperature=2,teacher.data=unset,teacher.parts=unset"],
+        ["vlam0.3", f"lam=0.3,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
+        ["vlam0.9", f"lam=0.9,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
+    ]
+
+
+def test_a_view_or_one_seed_folder_of_it_is_a_runs_folder_too(runs, capsys):
+    one = report.load_runs(runs / "paper_x" / "seed_1")
+    assert one[["row", "seed", "status"]].values.tolist() == [
+        ["paper_x/cnn_teacher", 1, "complete"],
+        ["paper_x/cnn_student", 1, "complete"],
+    ]
+    assert cli.main(["report", str(runs / "paper_x" / "seed_1"), "--format", "json"]) == 0
+    assert [r["n"] for r in json.loads(capsys.readouterr().out)] == [1, 1]
+    with pytest.raises(UserError, match=r"or a view's seed folder \(<runs_dir>/<view>/seed_<s>/"):
+        report.load_runs(runs / "store")
+
+
+def test_best_epoch_counts_from_one_and_the_files_keep_lightnings_index(runs):
+    frame = report.load_runs(runs)
+    teacher = frame.iloc[0]
+    saved = json.loads((Path(teacher["path"]) / "metrics.json").read_text())
+    assert saved["best"]["epoch"] == 1  # Lightning's second epoch
+    assert teacher["best_epoch"] == 2
+    assert math.isnan(frame.loc[3, "best_epoch"])  # interrupted
 
 
 def test_distribution_labels_of_long_rows_leave_constrained_layout_room():

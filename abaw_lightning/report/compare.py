@@ -15,16 +15,32 @@ from rich.table import Table
 from scipy import stats
 
 from abaw_lightning.errors import UserError
+from abaw_lightning.report.runs import row_id
 from abaw_lightning.report.tables import DISPLAY, markdown, plain
 
 CONFIDENCE = 0.95
 
 
 def _row(runs: pd.DataFrame, name: str) -> pd.DataFrame:
-    done = runs[(runs["row"] == name) & runs["complete"]]
+    """The complete runs, by seed, of the row named `name` as in the table, or as its variant's
+    full settings spell it where the table shows a short name."""
+    rows = runs[runs["row"] == name]
+    if rows.empty:
+        full = [
+            row_id(e, s, v)
+            for e, s, v in zip(runs["experiment"], runs["stage"], runs["settings"], strict=True)
+        ]
+        rows = runs[pd.Series(full, index=runs.index) == name]
+    if rows.empty:
+        known = ", ".join(runs["row"].unique()) or "none"
+        raise UserError(f"no row {name!r} in the table; its rows are: {known}")
+    if rows["row"].nunique() > 1:
+        shown = ", ".join(rows["row"].unique())
+        raise UserError(f"{name!r} names several rows ({shown}): pass one of these names")
+    done = rows[rows["complete"]]
     if done.empty:
-        known = ", ".join(sorted(runs["row"].unique())) or "none"
-        raise UserError(f"no complete run of row {name!r}; rows are: {known}")
+        seeds = "; ".join(f"seed {r.seed}: {r.status}" for r in rows.itertuples())
+        raise UserError(f"row {name!r} has no complete run to compare ({seeds})")
     return done.set_index("seed")
 
 
@@ -42,8 +58,11 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def compare(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """One row per metric: means of rows ``a`` and ``b`` over their common complete seeds, the
-    paired difference b - a with its CI and p-value, and the number of pairs."""
+    paired difference b - a with its CI and p-value, and the number of pairs; ``a`` and ``b``
+    name the rows as the table does, ``a_settings`` and ``b_settings`` spell out their variants."""
     first, second = _row(runs, a), _row(runs, b)
+    a, b = first["row"].iloc[0], second["row"].iloc[0]
+    settings = {"a_settings": first["settings"].iloc[0], "b_settings": second["settings"].iloc[0]}
     seeds = sorted(set(first.index) & set(second.index))
     if not seeds:
         raise UserError(
@@ -64,6 +83,7 @@ def compare(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
                 **paired_difference(x, y),
                 "n": len(seeds),
                 "seeds": seeds,
+                **settings,
             }
         )
     return pd.DataFrame(records)

@@ -29,7 +29,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "runs_dir", type=Path, help="abaw-train's runs_dir, or one experiment in it"
+        "runs_dir",
+        type=Path,
+        help="abaw-train's runs_dir, a view in it, or a view's seed folder (holding view.json)",
     )
     parser.add_argument(
         "--format",
@@ -43,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("A", "B"),
         help="paired comparison over seeds of two rows, named as in the table: "
-        "EXPERIMENT/STAGE or EXPERIMENT/STAGE[VARIANT]",
+        "EXPERIMENT/STAGE or EXPERIMENT/STAGE[VARIANT] (a short name such as v1a2b3c4d, or the "
+        "full settings)",
     )
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from abaw_lightning.report.runs import METRICS, PAPER
 
 PAPER_COLUMNS = ("paper_expr", "paper_valence", "paper_arousal")
-TEXT_COLUMNS = ("experiment", "variant", "stage", "incomplete", "metric")
+TEXT_COLUMNS = ("experiment", "variant", "settings", "stage", "incomplete", "metric")
 DISPLAY = {
     "expr_score": "EXPR",
     "ccc_v": "Valence",
@@ -30,7 +30,8 @@ def _incomplete(group: pd.DataFrame) -> list[str]:
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per report row (experiment, variant, stage): n complete seeds, mean and sample std
+    """One row per report row (experiment, variant, stage; ``settings``: the variant's full
+    label, where ``variant`` may be its short name): n complete seeds, mean and sample std
     (ddof=1) of every metric over them, the incomplete seeds, the data source and, on real ABAW
     2021 data, the paper's figures for the row the stage reproduces."""
     rows = []
@@ -45,6 +46,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
             "row": row_name,
             "experiment": first["experiment"],
             "variant": first["variant"],
+            "settings": first["settings"],
             "stage": first["stage"],
             "n": len(done),
             "seeds": [int(s) for s in done["seed"]],
@@ -68,11 +70,14 @@ def _cell(mean: float, std: float) -> str:
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings for display: "mean ± std" cells, paper figures when any row has them, and the
-    incomplete seeds when there are any."""
+    """Strings for display: "mean ± std" cells, paper figures when any row has them, the
+    incomplete seeds when there are any, and the full settings where a variant is shown by its
+    short name."""
     shown = pd.DataFrame({"experiment": table["experiment"]})
     if table["variant"].astype(bool).any():
         shown["variant"] = table["variant"]
+    if (table["settings"] != table["variant"]).any():
+        shown["settings"] = table["settings"]
     shown["stage"] = table["stage"]
     shown["n"] = table["n"].astype(str)
     for name, title in DISPLAY.items():
