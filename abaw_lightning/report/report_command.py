@@ -13,7 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from abaw_lightning.report import plots
-from abaw_lightning.report.compare import COMPARISON_FORMATS, compare, comparison_table
+from abaw_lightning.report.compare import (
+    COMPARISON_FORMATS,
+    compare,
+    comparison_legend,
+    comparison_table,
+)
 from abaw_lightning.report.runs import (
     PREDICTIONS,
     best_seed,
@@ -21,7 +26,14 @@ from abaw_lightning.report.runs import (
     load_predictions,
     load_runs,
 )
-from abaw_lightning.report.tables import FORMATS, rich_table, summary
+from abaw_lightning.report.tables import (
+    FORMATS,
+    legend,
+    plural,
+    rich_table,
+    summary,
+    widened,
+)
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 """Piped or logged output keeps the whole table instead of rich's 80-column default."""
@@ -39,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="table format of --out (default md); without --out, print the table in it",
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the table and PNG plots here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the table and PNG plots here (with --compare: the comparison table)",
+    )
     parser.add_argument(
         "--compare",
         nargs=2,
@@ -90,15 +107,34 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     return written
 
 
+def print_legend(names: list[tuple[str, str]]) -> None:
+    """The full settings of the rows shown by their variant's short name, under a table."""
+    if names:
+        console.print("variants shown by their short names:", highlight=False)
+    for row, settings in names:
+        console.print(f"  {escape(row)}: {escape(settings)}", highlight=False)
+
+
+def _compare(runs: pd.DataFrame, args: argparse.Namespace) -> int:
+    comparison = compare(runs, *args.compare)
+    if args.out is None and args.format is not None:
+        print(COMPARISON_FORMATS[args.format](comparison), end="")
+        return 0
+    console.print(widened(comparison_table(comparison), console.width), crop=False)
+    print_legend(comparison_legend(comparison))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        fmt = args.format or "md"
+        path = args.out / f"comparison.{fmt}"
+        path.write_text(COMPARISON_FORMATS[fmt](comparison))
+        console.print(f"[green]✓[/] wrote {escape(str(path))}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     runs = load_runs(args.runs_dir)
     if args.compare:
-        comparison = compare(runs, *args.compare)
-        if args.format is not None:
-            print(COMPARISON_FORMATS[args.format](comparison), end="")
-        else:
-            console.print(comparison_table(comparison))
-        return 0
+        return _compare(runs, args)
     table = summary(runs)
     if args.out is None and args.format is not None:
         print(FORMATS[args.format](table), end="")
@@ -106,11 +142,14 @@ def run(args: argparse.Namespace) -> int:
     title = escape(
         f"{args.runs_dir}: best validation metrics, mean ± std over seeds (Aff-Wild2 val)"
     )
-    console.print(rich_table(table, title))
+    console.print(widened(rich_table(table, title), console.width), crop=False)
+    print_legend(legend(table))
     for run_ in runs[~runs["complete"]].itertuples():
         where = escape(f"{run_.row} seed {run_.seed}")
         console.print(f"[yellow]not averaged[/]: {where}: {run_.status}", highlight=False)
     if args.out is not None:
         written = write_report(runs, args.out, args.format or "md")
-        console.print(f"[green]✓[/] wrote {len(written)} files to {args.out}")
+        console.print(
+            f"[green]✓[/] wrote {plural(len(written), 'file')} to {escape(str(args.out))}"
+        )
     return 0
