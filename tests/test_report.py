@@ -428,8 +428,6 @@ def optimizer_sweep(runs: Path, real: Path, experiment: str = "sweep", stage: st
 
 
 LONG_A = "lam=0.3,lr=0.001,momentum=0.9,weight_decay=0.0001"
-
-
 LONG_B = "lam=0.9,lr=0.01,momentum=0.95,weight_decay=0.0005"
 
 
@@ -586,6 +584,19 @@ def test_p_values_show_three_decimals_or_below_one_thousandth(p_value, shown):
     from abaw_lightning.report.compare import format_p
 
     assert format_p(p_value) == shown
+
+
+def test_figure_folders_are_one_bounded_safe_name_per_part():
+    from abaw_lightning.report.report_command import MAX_NAME, row_folder, safe_name
+
+    assert safe_name("val/total") == "val%2Ftotal"
+    assert safe_name("lam=0.3") == "lam=0.3"
+    assert safe_name("..") == "%2E%2E"
+    long, other = "a/" * 150, "a/" * 149 + "b/"
+    assert len(safe_name(long)) <= MAX_NAME and "/" not in safe_name(long)
+    assert safe_name(long) != safe_name(other)  # cut names end with a digest of the whole
+    assert row_folder("e", "s", "data.root=/x/y") == Path("e/s/data.root=%2Fx%2Fy")
+    assert row_folder("e", "s", "") == Path("e/s")
 
 
 def test_plural_and_numbers_that_the_terminal_never_cuts(runs):

@@ -4,8 +4,11 @@ table file and the PNG figures, and with `--compare A B` the paired comparison o
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -73,10 +76,30 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def row_folder(row: str) -> Path:
-    """``experiment/stage[lam=0.3]`` -> experiment/stage/lam=0.3 (the figures' folder)."""
-    name, _, variant = row.partition("[")
-    return Path(name) / variant.rstrip("]") if variant else Path(name)
+MAX_NAME = 100
+"""Longest folder name written (file systems stop at 255 bytes)."""
+DIGEST = 16
+"""Hex digits of the digest that ends a name cut to `MAX_NAME`."""
+
+
+def safe_name(text: str) -> str:
+    """`text` as one folder name any file system takes: characters other than letters, digits
+    and ``_.-~=,+`` percent-encoded (``val/total`` -> ``val%2Ftotal``), no leading or trailing
+    dot; a longer name than `MAX_NAME` is cut and ends with a digest of `text` (still unique)."""
+    name = quote(text, safe="=,+") or "_"
+    name = "%2E" + name[1:] if name.startswith(".") else name
+    name = name[:-1] + "%2E" if name.endswith(".") else name
+    if len(name) <= MAX_NAME:
+        return name
+    head = re.sub(r"%[0-9A-F]?$", "", name[: MAX_NAME - DIGEST - 1])  # no escape cut in half
+    return f"{head}-{hashlib.sha256(text.encode()).hexdigest()[:DIGEST]}"
+
+
+def row_folder(experiment: str, stage: str, variant: str) -> Path:
+    """``<experiment>/<stage>[/<variant>]``, each part a `safe_name` (the figures' folder); the
+    variant is the row's, so a long label is its short name."""
+    parts = [experiment, stage, variant] if variant else [experiment, stage]
+    return Path(*map(safe_name, parts))
 
 
 def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
@@ -88,7 +111,8 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     written = [table_path, _save(plots.metric_distributions(runs), out / "distributions.png")]
     history = load_history(runs)
     for row, group in runs.groupby("row", sort=False):
-        folder = out / row_folder(row)
+        first = group.iloc[0]
+        folder = out / row_folder(first["experiment"], first["stage"], first["variant"])
         curves = history[history["row"] == row]
         if not curves.empty:
             written.append(_save(plots.validation_curves(curves, row), folder / "curves.png"))
