@@ -637,3 +637,14 @@ def test_distribution_labels_of_long_rows_leave_constrained_layout_room():
         warnings.simplefilter("always")
         report.metric_distributions(frame).savefig(BytesIO(), dpi=110)
     assert [str(w.message) for w in caught] == []
+
+
+def test_validation_curves_count_whole_epochs_from_one(runs):
+    frame = report.load_runs(runs)
+    history = report.load_history(frame)
+    for rows in (history, history[history["epoch"] == 1]):  # two epochs, and a single one
+        axis = report.validation_curves(rows, "x").axes[0]
+        low, high = axis.get_xlim()
+        ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert ticks == sorted(rows["epoch"].unique())
+        assert axis.get_xlabel() == "epoch"

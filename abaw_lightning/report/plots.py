@@ -71,7 +71,7 @@ def validation_curves(history: pd.DataFrame, title: str = "") -> Figure:
             axis.plot(runs["epoch"], runs[name], marker=".", label=f"seed {seed}")
         axis.set_title(DISPLAY[name])
         axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axis.grid(alpha=0.3)
     if history["seed"].nunique() <= 10:
         axes[-1].legend(fontsize="small")
