@@ -236,9 +236,9 @@ def test_cli_prints_json_csv_and_markdown(runs, capsys):
     assert records[2]["expr_f1_std"] is None and records[2]["paper_expr"] is None
     assert cli.main(["report", str(runs), "--format", "csv"]) == 0
     csv = capsys.readouterr().out.splitlines()
-    assert csv[0].startswith("row,experiment,variant,stage,n,seeds,incomplete,data,")
+    assert csv[0].startswith("row,experiment,variant,settings,stage,n,seeds,incomplete,data,")
     assert csv[1].startswith(
-        "paper_x/cnn_teacher,paper_x,,cnn_teacher,3,0 1 2,seed 3: interrupted,"
+        "paper_x/cnn_teacher,paper_x,,,cnn_teacher,3,0 1 2,seed 3: interrupted,"
     )
     assert cli.main(["report", str(runs / "paper_x"), "--format", "md"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -273,13 +273,13 @@ def test_best_seed_history_and_confusion_counts(runs):
     assert report.best_seed(frame, "paper_x/cnn_teacher") == 2
     history = report.load_history(frame)
     teacher = history[history["row"] == "paper_x/cnn_teacher"]
-    assert teacher[["seed", "epoch"]].values.tolist() == [
-        [0, 0],
+    assert teacher[["seed", "epoch"]].values.tolist() == [  # metrics.json's epochs 0, 1
         [0, 1],
-        [1, 0],
+        [0, 2],
         [1, 1],
-        [2, 0],
+        [1, 2],
         [2, 1],
+        [2, 2],
     ]
     assert teacher["ccc_v"].tolist() == pytest.approx([0.2, 0.4, 0.225, 0.45, 0.25, 0.5])
     counts = confusion_counts(report.load_predictions(frame, "paper_x/cnn_teacher", 2))
@@ -393,4 +393,258 @@ def test_paired_comparison_equals_scipy_and_a_hand_computed_interval(tmp_path, c
     csv = capsys.readouterr().out.splitlines()
     assert csv[0].startswith("metric,a,b,a_mean,b_mean,difference,ci_low,ci_high,p_value,n")
     assert cli.main(["report", str(runs), "--compare", a, "sweep/nothing"]) == 2
-    assert "rows are: sweep/cnn_student[lam=0.3]" in capsys.readouterr().err
+    assert "rows are: sweep/cnn_teacher, sweep/cnn_student[lam=0.3]," in capsys.readouterr().err
+
+
+def optimizer_sweep(runs: Path, real: Path, experiment: str = "sweep", stage: str = "cnn_student"):
+    """Two student variants that differ in four settings (a label longer than MAX_LABEL), keys
+    alike in their first 8 characters, over seeds 0 and 1, sharing one teacher per seed."""
+    variants = {
+        "a1b2c3d4e5f6": {"lam": 0.3, "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0001},
+        "a1b2c3d4ffff": {"lam": 0.9, "lr": 0.01, "momentum": 0.95, "weight_decay": 0.0005},
+    }
+    for seed in (0, 1):
+        teacher = write_run(runs, "cnn_teacher", f"ot{seed}", TEACHER_SETTINGS, real, TEACHER[seed])
+        for number, (variant, chosen) in enumerate(variants.items()):
+            settings = student_settings(True, chosen["lam"])
+            settings["stage"]["module"]["optimizer"] = {
+                k: v for k, v in chosen.items() if k != "lam"
+            }
+            values = tuple(v + number / 10 for v in STUDENT[seed])
+            student = write_run(
+                runs,
+                "cnn_student",
+                f"o{number}-{seed}",
+                settings,
+                real,
+                values,
+                variant=variant,
+                builds_on={"teacher": {"kind": "cnn_teacher", "key": f"ot{seed}"}},
+            )
+            stages = {"cnn_teacher": (teacher, "v-cnn_teacher"), stage: (student, variant)}
+            write_view(
+                runs / f"{experiment}+{number}" / f"seed_{seed}", experiment, seed, [], stages
+            )
+
+
+LONG_A = "lam=0.3,lr=0.001,momentum=0.9,weight_decay=0.0001"
+LONG_B = "lam=0.9,lr=0.01,momentum=0.95,weight_decay=0.0005"
+
+
+def test_long_labels_are_short_names_with_a_legend_and_compare_takes_either(
+    tmp_path, capsys, recwarn
+):
+    runs = tmp_path / "runs"
+    optimizer_sweep(runs, prepared_folder(tmp_path / "real", synthetic=False))
+    table = report.summary(report.load_runs(runs))
+    # the keys share 8 characters, so the short names take a 9th
+    assert table[["row", "settings"]].values.tolist() == [
+        ["sweep/cnn_teacher", ""],
+        ["sweep/cnn_student[va1b2c3d4e]", LONG_A],
+        ["sweep/cnn_student[va1b2c3d4f]", LONG_B],
+    ]
+    out = tmp_path / "report"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    terminal = capsys.readouterr().out
+    legend = terminal.split("variants shown by their short names:\n", 1)[1].splitlines()
+    assert legend[:2] == [
+        f"  sweep/cnn_student[va1b2c3d4e]: {LONG_A}",
+        f"  sweep/cnn_student[va1b2c3d4f]: {LONG_B}",
+    ]
+    assert LONG_A not in terminal.split("variants shown")[0]  # the table shows the short names
+    assert "wrote 5 files to" in terminal  # table, distributions, 3 curves (no predictions)
+    assert (out / "sweep" / "cnn_student" / "va1b2c3d4e" / "curves.png").is_file()
+    markdown = (out / "summary.md").read_text().splitlines()
+    assert markdown[0].startswith("| experiment | variant | settings | stage | n |")
+    assert markdown[3].startswith(f"| sweep | va1b2c3d4e | {LONG_A} | cnn_student | 2 |")
+    assert not [w for w in recwarn if "layout" in str(w.message)]
+    frame = report.load_runs(runs)
+    by_short = report.compare(frame, "sweep/cnn_teacher", "sweep/cnn_student[va1b2c3d4f]")
+    by_settings = report.compare(frame, "sweep/cnn_teacher", f"sweep/cnn_student[{LONG_B}]")
+    pd.testing.assert_frame_equal(by_short, by_settings)
+    assert set(by_settings["b"]) == {"sweep/cnn_student[va1b2c3d4f]"}  # named as in the table
+    # ccc_v: teacher 0.40, 0.45; variant b 0.60, 0.54
+    assert by_short.set_index("metric").loc["ccc_v", "difference"] == pytest.approx(0.145)
+    capsys.readouterr()
+    b = "sweep/cnn_student[va1b2c3d4f]"
+    assert (
+        cli.main(["report", str(runs), "--compare", "sweep/cnn_teacher", b, "--out", str(out)]) == 0
+    )
+    assert f"variants shown by their short names:\n  {b}: {LONG_B}\n" in capsys.readouterr().out
+    header = (out / "comparison.md").read_text().splitlines()[0]
+    assert header == f"A = sweep/cnn_teacher, B = {b} ({LONG_B}) (paired by seed)"
+
+
+def test_a_variant_that_never_started_leaves_the_other_labels_alone(tmp_path):
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    runs = tmp_path / "runs"
+    sweep_runs(runs, real)
+    teacher = RunDir(runs / "store" / "cnn_teacher" / "st0")
+    for key, folder in (("c0ffee001", False), ("c0ffee002", True)):  # folder: failed early
+        never = RunDir(runs / "store" / "cnn_student" / f"never-{key}")
+        if folder:
+            never.root.mkdir(parents=True)
+        stages = {"cnn_teacher": (teacher, "v-cnn_teacher"), "cnn_student": (never, key)}
+        write_view(runs / f"sweep+lam={key}" / "seed_0", "sweep", 0, [], stages)
+    frame = report.load_runs(runs)
+    students = frame[frame["stage"] == "cnn_student"]
+    assert students[["variant", "seed", "status"]].values.tolist() == [
+        ["lam=0.3", 0, "complete"],
+        ["lam=0.3", 1, "complete"],
+        ["lam=0.9", 0, "complete"],
+        ["lam=0.9", 1, "complete"],
+        ["vc0ffee001", 0, "not started"],
+        ["vc0ffee002", 0, "started"],
+    ]
+    assert set(students["settings"].iloc[4:]) == {report.runs.UNKNOWN}
+    with pytest.raises(UserError, match=r"names several rows \(sweep/cnn_student\[vc0ffee001\]"):
+        report.compare(frame, "sweep/cnn_teacher", f"sweep/cnn_student[{report.runs.UNKNOWN}]")
+    with pytest.raises(UserError, match="has no complete run to compare \\(seed 0: not started\\)"):
+        report.compare(frame, "sweep/cnn_teacher", "sweep/cnn_student[vc0ffee001]")
+
+
+def test_a_setting_only_some_variants_have_reads_unset(tmp_path):
+    real = prepared_folder(tmp_path / "real", synthetic=False)
+    runs = tmp_path / "runs"
+    sweep_runs(runs, real)
+    settings = student_settings(True, 0.3)
+    settings["stage"]["module"]["distillation"]["temperature"] = 2
+    extra = write_run(runs, "cnn_student", "temp", settings, real, STUDENT[0], variant="lamT")
+    teacher = RunDir(runs / "store" / "cnn_teacher" / "st0")
+    stages = {"cnn_teacher": (teacher, "v-cnn_teacher"), "cnn_student": (extra, "lamT")}
+    write_view(runs / "sweep+temperature=2" / "seed_0", "sweep", 0, [], stages)
+    frame = report.load_runs(runs)
+    # the extra variant builds on no teacher: its teacher's settings are unset, named by role
+    students = frame[frame["stage"] == "cnn_student"].drop_duplicates("settings")
+    parts = "['expr', 'va', 'expr_va']"
+    assert students[["variant", "settings"]].values.tolist() == [
+        ["vlamT", "lam=0.3,temperature=2,teacher.data=unset,teacher.parts=unset"],
+        ["vlam0.3", f"lam=0.3,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
+        ["vlam0.9", f"lam=0.9,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
+    ]
+
+
+def test_compare_with_out_writes_the_comparison_file_too(tmp_path, capsys):
+    from scipy import stats
+
+    runs = tmp_path / "runs"
+    sweep_runs(runs, prepared_folder(tmp_path / "real", synthetic=False))
+    a, b, out = "sweep/cnn_teacher", "sweep/cnn_student[lam=0.9]", tmp_path / "cmp"
+    assert cli.main(["report", str(runs), "--compare", a, b, "--out", str(out)]) == 0
+    terminal = capsys.readouterr().out
+    assert "paired over 2 seeds [0, 1]" in terminal and f"wrote {out / 'comparison.md'}" in terminal
+    lines = (out / "comparison.md").read_text().splitlines()
+    assert lines[0] == f"A = {a}, B = {b} (paired by seed)"
+    d = np.array([0.19, 0.08])  # ccc_v differences per seed (student lam 0.9 - teacher)
+    half = 12.706204736174707 * d.std(ddof=1) / math.sqrt(2)
+    p = stats.ttest_rel([0.59, 0.53], [0.40, 0.45]).pvalue
+    valence = f"| Valence | 0.425 | 0.560 | +0.135 | [{0.135 - half:+.3f}, {0.135 + half:+.3f}] |"
+    assert f"{valence} {p:.3f} | 2 |" in lines
+    csv = ["--out", str(out), "--format", "csv"]
+    assert cli.main(["report", str(runs), "--compare", a, b, *csv]) == 0
+    written = pd.read_csv(out / "comparison.csv").set_index("metric")
+    assert written.loc["ccc_v", "difference"] == pytest.approx(0.135)
+    assert written.loc["ccc_v", "p_value"] == pytest.approx(p)
+
+
+def test_a_view_or_one_seed_folder_of_it_is_a_runs_folder_too(runs, capsys):
+    one = report.load_runs(runs / "paper_x" / "seed_1")
+    assert one[["row", "seed", "status"]].values.tolist() == [
+        ["paper_x/cnn_teacher", 1, "complete"],
+        ["paper_x/cnn_student", 1, "complete"],
+    ]
+    assert cli.main(["report", str(runs / "paper_x" / "seed_1"), "--format", "json"]) == 0
+    assert [r["n"] for r in json.loads(capsys.readouterr().out)] == [1, 1]
+    with pytest.raises(UserError, match=r"or a view's seed folder \(<runs_dir>/<view>/seed_<s>/"):
+        report.load_runs(runs / "store")
+
+
+def test_best_epoch_counts_from_one_and_the_files_keep_lightnings_index(runs):
+    frame = report.load_runs(runs)
+    teacher = frame.iloc[0]
+    saved = json.loads((Path(teacher["path"]) / "metrics.json").read_text())
+    assert saved["best"]["epoch"] == 1  # Lightning's second epoch
+    assert teacher["best_epoch"] == 2
+    assert math.isnan(frame.loc[3, "best_epoch"])  # interrupted
+
+
+@pytest.mark.parametrize(
+    ("p_value", "shown"),
+    [
+        (0.0371, "0.037"),
+        (0.37, "0.370"),
+        (1.0, "1.000"),
+        (0.001, "0.001"),
+        (0.0009996, "< 0.001"),  # would round to 0.001
+        (1e-12, "< 0.001"),
+        (math.nan, "–"),
+    ],
+)
+def test_p_values_show_three_decimals_or_below_one_thousandth(p_value, shown):
+    from abaw_lightning.report.compare import format_p
+
+    assert format_p(p_value) == shown
+
+
+def test_figure_folders_are_one_bounded_safe_name_per_part():
+    from abaw_lightning.report.report_command import MAX_NAME, row_folder, safe_name
+
+    assert safe_name("val/total") == "val%2Ftotal"
+    assert safe_name("lam=0.3") == "lam=0.3"
+    assert safe_name("..") == "%2E%2E"
+    long, other = "a/" * 150, "a/" * 149 + "b/"
+    assert len(safe_name(long)) <= MAX_NAME and "/" not in safe_name(long)
+    assert safe_name(long) != safe_name(other)  # cut names end with a digest of the whole
+    assert row_folder("e", "s", "data.root=/x/y") == Path("e/s/data.root=%2Fx%2Fy")
+    assert row_folder("e", "s", "") == Path("e/s")
+
+
+def test_plural_and_numbers_that_the_terminal_never_cuts(runs):
+    from rich.console import Console
+
+    from abaw_lightning.report.tables import plural, rich_table, widened
+
+    assert [plural(1, "seed"), plural(2, "seed"), plural(0, "file")] == [
+        "1 seed",
+        "2 seeds",
+        "0 files",
+    ]
+    table = report.summary(report.load_runs(runs))
+    for width in (70, 125):  # narrower than the table: text folds, numbers stay whole
+        narrow = Console(width=width, record=True)
+        narrow.print(widened(rich_table(table, "t"), width), crop=False)
+        text = narrow.export_text()
+        assert "0.516 ± 0.050" in text and "1.456 ± 0.014" in text and "paper 0.513" in text
+        assert "experiment" in text and "…" not in text
+
+
+def test_distribution_labels_of_long_rows_leave_constrained_layout_room():
+    import warnings
+    from io import BytesIO
+
+    names = [
+        ("paper_student_no_sharing", "cnn_student_no_sharing", "x" * 39 + str(i)) for i in range(3)
+    ]
+    frame = pd.DataFrame(
+        [
+            {"row": f"{e}/{s}[{v}]", "experiment": e, "stage": s, "variant": v, "complete": True}
+            | {name: 0.1 * seed for name in report.tables.DISPLAY}
+            for e, s, v in names
+            for seed in range(3)
+        ]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.metric_distributions(frame).savefig(BytesIO(), dpi=110)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_validation_curves_count_whole_epochs_from_one(runs):
+    frame = report.load_runs(runs)
+    history = report.load_history(frame)
+    for rows in (history, history[history["epoch"] == 1]):  # two epochs, and a single one
+        axis = report.validation_curves(rows, "x").axes[0]
+        low, high = axis.get_xlim()
+        ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert ticks == sorted(rows["epoch"].unique())
+        assert axis.get_xlabel() == "epoch"

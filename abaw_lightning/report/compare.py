@@ -15,16 +15,34 @@ from rich.table import Table
 from scipy import stats
 
 from abaw_lightning.errors import UserError
-from abaw_lightning.report.tables import DISPLAY, markdown, plain
+from abaw_lightning.report.runs import row_id
+from abaw_lightning.report.tables import DISPLAY, add_columns, markdown, plain, plural
 
 CONFIDENCE = 0.95
+SMALLEST_P = 0.001
+"""p-values are shown with three decimals, those below this as ``< 0.001``."""
 
 
 def _row(runs: pd.DataFrame, name: str) -> pd.DataFrame:
-    done = runs[(runs["row"] == name) & runs["complete"]]
+    """The complete runs, by seed, of the row named `name` as in the table, or as its variant's
+    full settings spell it where the table shows a short name."""
+    rows = runs[runs["row"] == name]
+    if rows.empty:
+        full = [
+            row_id(e, s, v)
+            for e, s, v in zip(runs["experiment"], runs["stage"], runs["settings"], strict=True)
+        ]
+        rows = runs[pd.Series(full, index=runs.index) == name]
+    if rows.empty:
+        known = ", ".join(runs["row"].unique()) or "none"
+        raise UserError(f"no row {name!r} in the table; its rows are: {known}")
+    if rows["row"].nunique() > 1:
+        shown = ", ".join(rows["row"].unique())
+        raise UserError(f"{name!r} names several rows ({shown}): pass one of these names")
+    done = rows[rows["complete"]]
     if done.empty:
-        known = ", ".join(sorted(runs["row"].unique())) or "none"
-        raise UserError(f"no complete run of row {name!r}; rows are: {known}")
+        seeds = "; ".join(f"seed {r.seed}: {r.status}" for r in rows.itertuples())
+        raise UserError(f"row {name!r} has no complete run to compare ({seeds})")
     return done.set_index("seed")
 
 
@@ -42,8 +60,11 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def compare(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """One row per metric: means of rows ``a`` and ``b`` over their common complete seeds, the
-    paired difference b - a with its CI and p-value, and the number of pairs."""
+    paired difference b - a with its CI and p-value, and the number of pairs; ``a`` and ``b``
+    name the rows as the table does, ``a_settings`` and ``b_settings`` spell out their variants."""
     first, second = _row(runs, a), _row(runs, b)
+    a, b = first["row"].iloc[0], second["row"].iloc[0]
+    settings = {"a_settings": first["settings"].iloc[0], "b_settings": second["settings"].iloc[0]}
     seeds = sorted(set(first.index) & set(second.index))
     if not seeds:
         raise UserError(
@@ -64,9 +85,17 @@ def compare(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
                 **paired_difference(x, y),
                 "n": len(seeds),
                 "seeds": seeds,
+                **settings,
             }
         )
     return pd.DataFrame(records)
+
+
+def format_p(p_value: float) -> str:
+    """``0.037``, ``0.370``, ``< 0.001``: one rule for every p-value shown."""
+    if math.isnan(p_value):
+        return "–"
+    return f"< {SMALLEST_P}" if p_value < SMALLEST_P else f"{p_value:.3f}"
 
 
 def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
@@ -85,14 +114,28 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
                 "–" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
                 for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
             ],
-            "p": table["p_value"].map(lambda v: "–" if math.isnan(v) else f"{v:.3g}"),
+            "p": table["p_value"].map(format_p),
             "n": table["n"].astype(str),
         }
     )
 
 
+def _named(table: pd.DataFrame, side: str) -> str:
+    """The row of side `side` (``a`` or ``b``), with its variant's full settings where the row
+    shows a short name."""
+    row, settings = table.iloc[0][side], table.iloc[0][f"{side}_settings"]
+    return row if not settings or row.endswith(f"[{settings}]") else f"{row} ({settings})"
+
+
+def comparison_legend(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(row, full settings) of A and B where the row shows its variant's short name."""
+    first = table.iloc[0]
+    short = {first[s]: first[f"{s}_settings"] for s in ("a", "b") if _named(table, s) != first[s]}
+    return list(short.items())
+
+
 def comparison_markdown(table: pd.DataFrame) -> str:
-    a, b = table.iloc[0]["a"], table.iloc[0]["b"]
+    a, b = _named(table, "a"), _named(table, "b")
     return f"A = {a}, B = {b} (paired by seed)\n\n" + markdown(format_comparison(table))
 
 
@@ -113,10 +156,9 @@ def comparison_table(table: pd.DataFrame) -> Table:
     """The comparison for the terminal."""
     a, b, n = table.iloc[0]["a"], table.iloc[0]["b"], table.iloc[0]["n"]
     seeds = table.iloc[0]["seeds"]
-    out = Table(title=escape(f"A = {a}\nB = {b}\npaired over {n} seed(s) {seeds}"))
+    out = Table(title=escape(f"A = {a}\nB = {b}\npaired over {plural(n, 'seed')} {seeds}"))
     shown = format_comparison(table)
-    for column in shown.columns:
-        out.add_column(column, justify="left" if column == "metric" else "right", no_wrap=True)
+    add_columns(out, shown)
     for row in shown.itertuples(index=False):
         out.add_row(*map(escape, row))
     return out

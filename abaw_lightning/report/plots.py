@@ -3,23 +3,42 @@ distributions over seeds, validation curves, EXPR confusion matrix, valence-arou
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from abaw_lightning.report.tables import DISPLAY
 from abaw_lightning.schema import EXPR_CLASSES
 
 CURVES = ("expr_score", "ccc_v", "ccc_a", "total")
+TICK_WIDTH = 24
+"""Characters per line of a box's label (experiment, stage and variant on lines of their own)."""
+BOX_INCHES = 2.0
+"""Room per box in each of the two columns of axes: a label line, level, at the small size."""
+MAX_WIDTH = 40.0
+"""Widest distributions figure (inches); beyond it the labels are slanted to fit."""
+
+
+def _tick_label(run: pd.Series) -> str:
+    parts = [run["experiment"], run["stage"], f"[{run['variant']}]" if run["variant"] else ""]
+    return "\n".join(line for part in parts for line in textwrap.wrap(part, TICK_WIDTH))
 
 
 def metric_distributions(runs: pd.DataFrame) -> Figure:
-    """Box plot and the individual seeds of every metric, one box per report row."""
+    """Box plot and the individual seeds of every metric, one box per report row; the figure
+    grows with its longest label, so constrained layout always has room for the axes."""
     done = runs[runs["complete"]]
     groups = list(done.groupby("row", sort=False))
-    labels = [row.replace("/", "\n", 1) for row, _ in groups]
-    figure = Figure(figsize=(min(40.0, max(9.0, 1.8 * len(groups))), 10), layout="constrained")
+    labels = [_tick_label(group.iloc[0]) for _, group in groups]
+    lines = max((label.count("\n") + 1 for label in labels), default=1)
+    wanted = 2 * BOX_INCHES * len(groups) + 1.5
+    level = wanted <= MAX_WIDTH
+    height = 9 + 0.2 * lines + (0 if level else 0.12 * TICK_WIDTH)
+    figure = Figure(figsize=(min(MAX_WIDTH, max(9.0, wanted)), height), layout="constrained")
     axes = figure.subplots(3, 2, sharex=True).ravel()
     jitter = np.random.default_rng(0)
     for axis, (name, title) in zip(axes, DISPLAY.items(), strict=True):
@@ -29,7 +48,13 @@ def metric_distributions(runs: pd.DataFrame) -> Figure:
             for position, seeds in enumerate(values, start=1):
                 x = position + jitter.uniform(-0.12, 0.12, len(seeds))
                 axis.plot(x, seeds, "o", color="tab:blue", alpha=0.7, markersize=4)
-            axis.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
+            axis.set_xticks(
+                range(1, len(labels) + 1),
+                labels,
+                rotation=0 if level else 45,
+                ha="center" if level else "right",
+                fontsize="small",
+            )
         axis.set_title(title)
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"best validation metrics over seeds ({len(done)} complete runs)")
@@ -46,6 +71,7 @@ def validation_curves(history: pd.DataFrame, title: str = "") -> Figure:
             axis.plot(runs["epoch"], runs[name], marker=".", label=f"seed {seed}")
         axis.set_title(DISPLAY[name])
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axis.grid(alpha=0.3)
     if history["seed"].nunique() <= 10:
         axes[-1].legend(fontsize="small")

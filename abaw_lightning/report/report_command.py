@@ -4,8 +4,11 @@ table file and the PNG figures, and with `--compare A B` the paired comparison o
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -13,7 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from abaw_lightning.report import plots
-from abaw_lightning.report.compare import COMPARISON_FORMATS, compare, comparison_table
+from abaw_lightning.report.compare import (
+    COMPARISON_FORMATS,
+    compare,
+    comparison_legend,
+    comparison_table,
+)
 from abaw_lightning.report.runs import (
     PREDICTIONS,
     best_seed,
@@ -21,7 +29,14 @@ from abaw_lightning.report.runs import (
     load_predictions,
     load_runs,
 )
-from abaw_lightning.report.tables import FORMATS, rich_table, summary
+from abaw_lightning.report.tables import (
+    FORMATS,
+    legend,
+    plural,
+    rich_table,
+    summary,
+    widened,
+)
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 """Piped or logged output keeps the whole table instead of rich's 80-column default."""
@@ -29,7 +44,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "runs_dir", type=Path, help="abaw-train's runs_dir, or one experiment in it"
+        "runs_dir",
+        type=Path,
+        help="abaw-train's runs_dir, a view in it, or a view's seed folder (holding view.json)",
     )
     parser.add_argument(
         "--format",
@@ -37,13 +54,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="table format of --out (default md); without --out, print the table in it",
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the table and PNG plots here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the table and PNG plots here (with --compare: the comparison table)",
+    )
     parser.add_argument(
         "--compare",
         nargs=2,
         metavar=("A", "B"),
         help="paired comparison over seeds of two rows, named as in the table: "
-        "EXPERIMENT/STAGE or EXPERIMENT/STAGE[VARIANT]",
+        "EXPERIMENT/STAGE or EXPERIMENT/STAGE[VARIANT] (a short name such as v1a2b3c4d, or the "
+        "full settings)",
     )
 
 
@@ -53,10 +76,30 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def row_folder(row: str) -> Path:
-    """``experiment/stage[lam=0.3]`` -> experiment/stage/lam=0.3 (the figures' folder)."""
-    name, _, variant = row.partition("[")
-    return Path(name) / variant.rstrip("]") if variant else Path(name)
+MAX_NAME = 100
+"""Longest folder name written (file systems stop at 255 bytes)."""
+DIGEST = 16
+"""Hex digits of the digest that ends a name cut to `MAX_NAME`."""
+
+
+def safe_name(text: str) -> str:
+    """`text` as one folder name any file system takes: characters other than letters, digits
+    and ``_.-~=,+`` percent-encoded (``val/total`` -> ``val%2Ftotal``), no leading or trailing
+    dot; a longer name than `MAX_NAME` is cut and ends with a digest of `text` (still unique)."""
+    name = quote(text, safe="=,+") or "_"
+    name = "%2E" + name[1:] if name.startswith(".") else name
+    name = name[:-1] + "%2E" if name.endswith(".") else name
+    if len(name) <= MAX_NAME:
+        return name
+    head = re.sub(r"%[0-9A-F]?$", "", name[: MAX_NAME - DIGEST - 1])  # no escape cut in half
+    return f"{head}-{hashlib.sha256(text.encode()).hexdigest()[:DIGEST]}"
+
+
+def row_folder(experiment: str, stage: str, variant: str) -> Path:
+    """``<experiment>/<stage>[/<variant>]``, each part a `safe_name` (the figures' folder); the
+    variant is the row's, so a long label is its short name."""
+    parts = [experiment, stage, variant] if variant else [experiment, stage]
+    return Path(*map(safe_name, parts))
 
 
 def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
@@ -68,7 +111,8 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     written = [table_path, _save(plots.metric_distributions(runs), out / "distributions.png")]
     history = load_history(runs)
     for row, group in runs.groupby("row", sort=False):
-        folder = out / row_folder(row)
+        first = group.iloc[0]
+        folder = out / row_folder(first["experiment"], first["stage"], first["variant"])
         curves = history[history["row"] == row]
         if not curves.empty:
             written.append(_save(plots.validation_curves(curves, row), folder / "curves.png"))
@@ -87,15 +131,34 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     return written
 
 
+def print_legend(names: list[tuple[str, str]]) -> None:
+    """The full settings of the rows shown by their variant's short name, under a table."""
+    if names:
+        console.print("variants shown by their short names:", highlight=False)
+    for row, settings in names:
+        console.print(f"  {escape(row)}: {escape(settings)}", highlight=False)
+
+
+def _compare(runs: pd.DataFrame, args: argparse.Namespace) -> int:
+    comparison = compare(runs, *args.compare)
+    if args.out is None and args.format is not None:
+        print(COMPARISON_FORMATS[args.format](comparison), end="")
+        return 0
+    console.print(widened(comparison_table(comparison), console.width), crop=False)
+    print_legend(comparison_legend(comparison))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        fmt = args.format or "md"
+        path = args.out / f"comparison.{fmt}"
+        path.write_text(COMPARISON_FORMATS[fmt](comparison))
+        console.print(f"[green]✓[/] wrote {escape(str(path))}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     runs = load_runs(args.runs_dir)
     if args.compare:
-        comparison = compare(runs, *args.compare)
-        if args.format is not None:
-            print(COMPARISON_FORMATS[args.format](comparison), end="")
-        else:
-            console.print(comparison_table(comparison))
-        return 0
+        return _compare(runs, args)
     table = summary(runs)
     if args.out is None and args.format is not None:
         print(FORMATS[args.format](table), end="")
@@ -103,11 +166,14 @@ def run(args: argparse.Namespace) -> int:
     title = escape(
         f"{args.runs_dir}: best validation metrics, mean ± std over seeds (Aff-Wild2 val)"
     )
-    console.print(rich_table(table, title))
+    console.print(widened(rich_table(table, title), console.width), crop=False)
+    print_legend(legend(table))
     for run_ in runs[~runs["complete"]].itertuples():
         where = escape(f"{run_.row} seed {run_.seed}")
         console.print(f"[yellow]not averaged[/]: {where}: {run_.status}", highlight=False)
     if args.out is not None:
         written = write_report(runs, args.out, args.format or "md")
-        console.print(f"[green]✓[/] wrote {len(written)} files to {args.out}")
+        console.print(
+            f"[green]✓[/] wrote {plural(len(written), 'file')} to {escape(str(args.out))}"
+        )
     return 0

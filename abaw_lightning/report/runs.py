@@ -6,7 +6,11 @@ A *variant* is what tells the runs of one experiment's stage apart besides the s
 ``lam=0.3`` and ``lam=0.9``): runs share a variant when their keys differ only in the seed, and the
 variant's label is the settings in which it differs from its siblings, read from the runs'
 ``identity.json``. A report row is an experiment, a variant and a stage, e.g.
-``paper_student_sharing/cnn_student[lam=0.3]``.
+``paper_student_sharing/cnn_student[lam=0.3]``; a label longer than `MAX_LABEL` is shown in the
+row's name by the variant's short name (`short_names`) and spelled out in its ``settings``.
+
+Epochs shown by the report count from 1 (``best_epoch``, the history's ``epoch``); the files keep
+Lightning's 0-based index.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ COLUMNS = [
     "row",
     "experiment",
     "variant",
+    "settings",
     "stage",
     "seed",
     "kind",
@@ -65,11 +70,13 @@ def _seed_dirs(folder: Path) -> dict[int, Path]:
 
 
 def find_views(runs_dir: Path) -> list[Path]:
-    """Every view folder (``<experiment>/seed_<s>/`` with a view.json) under ``runs_dir``, which
-    is abaw-train's runs_dir or one experiment's folder in it."""
+    """Every view folder (``<view>/seed_<s>/`` with a view.json) under ``runs_dir``, which is
+    abaw-train's runs_dir, one view's folder in it, or one of a view's seed folders."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs folder {runs_dir} does not exist: pass the runs_dir of abaw-train")
+    if (runs_dir / VIEW).is_file():
+        return [runs_dir]
     own = _seed_dirs(runs_dir)
     if own:
         return [own[seed] for seed in sorted(own)]
@@ -91,8 +98,9 @@ def find_views(runs_dir: Path) -> list[Path]:
             else ""
         )
         raise UserError(
-            f"no experiment in {runs_dir}: expected <runs_dir>/<experiment>/seed_<s>/view.json "
-            f"as abaw-train writes them{hint}"
+            f"no experiment in {runs_dir}: pass abaw-train's runs_dir, a view in it "
+            f"(<runs_dir>/<view>/) or a view's seed folder (<runs_dir>/<view>/seed_<s>/, holding "
+            f"view.json){hint}"
         )
     return views
 
@@ -173,10 +181,11 @@ def _run_row(experiment: str, stage: str, seed: int, run: RunDir, variant: str) 
             record = json.loads(run.metrics.read_text())
             best = record["best"]
             values = {name: float(best[key]) for name, key in METRICS.items()}
+            best_epoch = int(best["epoch"]) + 1  # Lightning's index counts from 0
         except (OSError, ValueError, KeyError, TypeError) as error:
             row["status"] = f"unreadable metrics.json ({error})"
             return row
-        row |= values | {"status": "complete", "complete": True, "best_epoch": best["epoch"]}
+        row |= values | {"status": "complete", "complete": True, "best_epoch": best_epoch}
         row |= {"epochs": record.get("epochs"), "wall_seconds": record.get("wall_seconds")}
     elif run.last.is_file():
         row["status"] = "interrupted"
@@ -208,32 +217,80 @@ def _variant_settings(run: RunDir, depth: int = 0) -> dict[str, Any]:
     return flat
 
 
+def _role(path: str) -> tuple[str, str]:
+    """``teacher.stage.module.x`` -> (``teacher``, ``stage.module.x``): the roles of the runs a
+    setting comes from (`_variant_settings`), and the setting in its own run."""
+    parts = path.split(".")
+    own = next((i for i, part in enumerate(parts) if part in ("stage", "data")), 0)
+    return ".".join(parts[:own]), ".".join(parts[own:])
+
+
 def _short(path: str) -> str:
+    """A setting without the ``stage.module.`` (etc.) every setting has, its roles kept."""
+    role, own = _role(path)
     for prefix in ("stage.module.", "stage.datamodule.", "stage.", ""):
-        if path.startswith(prefix):
-            return path[len(prefix) :]
-    return path
+        if own.startswith(prefix):
+            own = own[len(prefix) :]
+            break
+    return f"{role}.{own}" if role else own
+
+
+def _last(path: str) -> str:
+    """A setting by its last part, its roles kept: ``teacher.lr``."""
+    role, own = _role(path)
+    end = own.rsplit(".", 1)[-1]
+    return f"{role}.{end}" if role else end
+
+
+MAX_LABEL = 40
+"""Longest variant label shown in a row's name; a longer one is shown by its short name."""
+UNSET = "unset"
+"""How a label shows a setting that the variant's runs lack and its siblings have."""
+UNKNOWN = "unknown: no run of it has an identity.json (not started, or stopped before training)"
+"""The settings of a variant none of whose runs got as far as writing its identity."""
+
+
+def _key_prefixes(variants: list[str], length: int = 8) -> dict[str, str]:
+    """Per variant key its first `length` characters, more where two would read the same."""
+    while len({variant[:length] for variant in variants}) < len(variants):
+        length += 1
+    return {variant: variant[:length] for variant in variants}
 
 
 def variant_labels(representatives: dict[str, RunDir]) -> dict[str, str]:
-    """Label per variant key: the settings that differ among the variants, ``lam=0.3``, each
-    setting named by its last part unless two would read the same."""
-    if len(representatives) < 2:
-        return dict.fromkeys(representatives, "")
-    flats = {variant: _variant_settings(run) for variant, run in representatives.items()}
+    """Label per variant key: the settings that differ among the variants whose runs have an
+    identity, ``lam=0.3``, each named by its last part (``teacher.lr`` for one of the run it
+    builds on) unless two would read the same, one a variant lacks ``=unset``; a variant with no
+    identity is `UNKNOWN` and leaves the others' labels as they would be without it."""
+    known = {variant: run for variant, run in representatives.items() if _identity(run)}
+    labels = dict.fromkeys(representatives, UNKNOWN if len(representatives) > 1 else "")
+    if len(known) < 2:
+        return labels | dict.fromkeys(known, "")
+    flats = {variant: _variant_settings(run) for variant, run in known.items()}
     paths = sorted({path for flat in flats.values() for path in flat})
     differing = [p for p in paths if len({flat.get(p) for flat in flats.values()}) > 1]
     names = [_short(p) for p in differing]
-    last = [name.rsplit(".", 1)[-1] for name in names]
+    last = [_last(p) for p in differing]
     shown = [end if last.count(end) == 1 else name for name, end in zip(names, last, strict=True)]
-    labels = {}
     for variant, flat in flats.items():
         parts = [
-            f"{name}={json.loads(flat[path]) if path in flat else '-'}"
+            f"{name}={json.loads(flat[path]) if path in flat else UNSET}"
             for path, name in zip(differing, shown, strict=True)
         ]
         labels[variant] = ",".join(parts) or variant
     return labels
+
+
+def short_names(labels: dict[str, str]) -> dict[str, str]:
+    """Per variant key the name its rows carry: the label, or where that is longer than
+    `MAX_LABEL` or `UNKNOWN`, ``v`` and the first characters of the variant key. The key is the
+    digest of the variant's seedless settings, so a short name always means the same variant,
+    however many others a runs folder holds (a number in table order would shift as they come)."""
+    prefixes = _key_prefixes(list(labels))
+    return {
+        variant: f"v{prefixes[variant]}" if len(label) > MAX_LABEL or label == UNKNOWN else label
+        for variant, label in labels.items()
+    }
 
 
 def _representative(rows: pd.DataFrame) -> RunDir:
@@ -249,7 +306,8 @@ def row_id(experiment: str, stage: str, variant: str) -> str:
 
 def load_runs(runs_dir: str | Path) -> pd.DataFrame:
     """One row per (experiment, variant, stage, seed) found through the views under `runs_dir`:
-    status, best validation metrics (NaN unless complete), data source, run folder and key."""
+    status, best validation metrics (NaN unless complete), best epoch (from 1), data source, run
+    folder and key; ``variant`` is the name in the row, ``settings`` the variant's full label."""
     records, seen = [], set()
     for view_dir in find_views(Path(runs_dir)):
         view = read_view(view_dir)
@@ -262,21 +320,22 @@ def load_runs(runs_dir: str | Path) -> pd.DataFrame:
             variant = entry.get("variant") or _identity(run).get("variant", run.key)
             records.append(_run_row(experiment, stage, seed, run, variant))
     frame = pd.DataFrame(records, columns=[*COLUMNS, "variant_key"])
-    frame["variant"] = ""
+    frame["variant"], frame["settings"] = "", ""
     for (_experiment, _stage), group in frame.groupby(["experiment", "stage"], sort=False):
         representatives = {
             variant: _representative(rows)
             for variant, rows in group.groupby("variant_key", sort=False)
         }
         labels = variant_labels(representatives)
-        frame.loc[group.index, "variant"] = group["variant_key"].map(labels)
+        frame.loc[group.index, "settings"] = group["variant_key"].map(labels)
+        frame.loc[group.index, "variant"] = group["variant_key"].map(short_names(labels))
     frame["row"] = [
         row_id(e, s, v)
         for e, s, v in zip(frame["experiment"], frame["stage"], frame["variant"], strict=True)
     ]
     frame = frame.drop(columns="variant_key")[COLUMNS]
     return frame.astype({"seed": "int64", "complete": "bool"}).sort_values(
-        ["experiment", "stage", "variant", "seed"], key=_order, ignore_index=True
+        ["experiment", "stage", "settings", "seed"], key=_order, ignore_index=True
     )
 
 
@@ -300,7 +359,7 @@ def _order(column: pd.Series) -> pd.Series:
 
 def load_history(runs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch validation metrics of the complete runs (row, experiment, stage, seed, epoch,
-    ...)."""
+    ...), epochs counted from 1 (metrics.json's history holds Lightning's 0-based index)."""
     records = []
     for run in runs[runs["complete"]].itertuples():
         history = json.loads((Path(run.path) / "metrics.json").read_text()).get("history", [])
@@ -312,7 +371,7 @@ def load_history(runs: pd.DataFrame) -> pd.DataFrame:
                 "stage": run.stage,
                 "seed": run.seed,
             }
-            records.append(key | {"epoch": entry["epoch"]} | values)
+            records.append(key | {"epoch": entry["epoch"] + 1} | values)
     return pd.DataFrame(records, columns=["row", "experiment", "stage", "seed", "epoch", *METRICS])
 
 

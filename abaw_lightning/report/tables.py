@@ -7,13 +7,13 @@ import json
 import math
 
 import pandas as pd
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from abaw_lightning.report.runs import METRICS, PAPER
 
 PAPER_COLUMNS = ("paper_expr", "paper_valence", "paper_arousal")
-TEXT_COLUMNS = ("experiment", "variant", "stage", "incomplete", "metric")
+TEXT_COLUMNS = ("experiment", "variant", "settings", "stage", "incomplete", "metric")
 DISPLAY = {
     "expr_score": "EXPR",
     "ccc_v": "Valence",
@@ -25,12 +25,18 @@ DISPLAY = {
 """Display columns in the paper's order (EXPR score, CCC valence, CCC arousal), then the rest."""
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 run``, ``3 runs``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _incomplete(group: pd.DataFrame) -> list[str]:
     return [f"seed {r.seed}: {r.status}" for r in group[~group["complete"]].itertuples()]
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per report row (experiment, variant, stage): n complete seeds, mean and sample std
+    """One row per report row (experiment, variant, stage; ``settings``: the variant's full
+    label, where ``variant`` may be its short name): n complete seeds, mean and sample std
     (ddof=1) of every metric over them, the incomplete seeds, the data source and, on real ABAW
     2021 data, the paper's figures for the row the stage reproduces."""
     rows = []
@@ -45,6 +51,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
             "row": row_name,
             "experiment": first["experiment"],
             "variant": first["variant"],
+            "settings": first["settings"],
             "stage": first["stage"],
             "n": len(done),
             "seeds": [int(s) for s in done["seed"]],
@@ -68,11 +75,14 @@ def _cell(mean: float, std: float) -> str:
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings for display: "mean ± std" cells, paper figures when any row has them, and the
-    incomplete seeds when there are any."""
+    """Strings for display: "mean ± std" cells, paper figures when any row has them, the
+    incomplete seeds when there are any, and the full settings where a variant is shown by its
+    short name."""
     shown = pd.DataFrame({"experiment": table["experiment"]})
     if table["variant"].astype(bool).any():
         shown["variant"] = table["variant"]
+    if (table["settings"] != table["variant"]).any():
+        shown["settings"] = table["settings"]
     shown["stage"] = table["stage"]
     shown["n"] = table["n"].astype(str)
     for name, title in DISPLAY.items():
@@ -123,20 +133,54 @@ def to_csv(table: pd.DataFrame) -> str:
 FORMATS = {"md": to_markdown, "csv": to_csv, "json": to_json}
 
 
+TEXT_MIN_WIDTH = 11
+"""Narrowest a folded text column gets (or its header's width) on a narrow terminal, where rich
+would take it to nothing; 11 keeps ``cnn_teacher`` and a short name such as ``v1a2b3c4d`` whole."""
+
+
+def add_columns(out: Table, shown: pd.DataFrame) -> None:
+    """Columns for a rich table of `shown` (strings): numbers right-aligned and never cut or
+    wrapped (at least as wide as their longest line), text left-aligned and folded where space
+    runs short."""
+    for column in shown.columns:
+        lines = [column, *(line for cell in shown[column] for line in cell.splitlines())]
+        widest = max(map(len, lines))
+        if column in TEXT_COLUMNS:
+            minimum = max(len(column), min(widest, TEXT_MIN_WIDTH))
+            out.add_column(column, justify="left", overflow="fold", min_width=minimum)
+        else:
+            out.add_column(column, justify="right", no_wrap=True, min_width=widest)
+
+
+def widened(out: Table, width: int) -> Table:
+    """`out` at least as wide as its columns' minimum widths where `width` (the terminal's) is
+    narrower, instead of rich cutting the numbers or dropping the text columns; print it with
+    ``crop=False`` so its lines run past the terminal's edge (``less -S`` scrolls them)."""
+    needed = sum(column.min_width + 2 for column in out.columns) + len(out.columns) + 1
+    if needed > width:
+        out.width = needed
+    return out
+
+
 def rich_table(table: pd.DataFrame, title: str) -> Table:
     """The table for the terminal: the paper's figure under the measured EXPR, Valence and
-    Arousal cells (when shown); incomplete seeds are left to the caller to list below."""
-    shown = format_table(table).drop(columns=["incomplete"], errors="ignore")
-    paper = dict(zip(("EXPR", "Valence", "Arousal"), PAPER_COLUMNS, strict=True))
+    Arousal cells (when shown); incomplete seeds and the `legend` are left to the caller to
+    list below."""
+    shown = format_table(table).drop(columns=["incomplete", "settings"], errors="ignore")
+    shown = shown[[c for c in shown.columns if not c.startswith("paper ")]]
+    cells = shown.map(Text)
+    for column, paper in zip(("EXPR", "Valence", "Arousal"), PAPER_COLUMNS, strict=True):
+        for cell, figure in zip(cells[column], table[paper], strict=True):
+            if not math.isnan(figure):
+                cell.append(f"\npaper {figure:.3f}", style="dim")
     out = Table(title=title)
-    columns = [c for c in shown.columns if not c.startswith("paper ")]
-    for column in columns:
-        out.add_column(column, justify="left" if column in TEXT_COLUMNS else "right", no_wrap=True)
-    for index, row in shown.iterrows():
-        cells = []
-        for column in columns:
-            figure = table.loc[index, paper[column]] if column in paper else math.nan
-            extra = "" if math.isnan(figure) else f"\n[dim]paper {figure:.3f}[/]"
-            cells.append(escape(str(row[column])) + extra)
-        out.add_row(*cells)
+    add_columns(out, cells.map(str))
+    for row in cells.itertuples(index=False):
+        out.add_row(*row)
     return out
+
+
+def legend(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(row, full settings) of each row whose variant is shown by its short name."""
+    short = table[table["settings"] != table["variant"]]
+    return list(zip(short["row"], short["settings"], strict=True))
