@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ from abaw_lightning.data.loading.windows import WindowDataset, eval_windows
 from abaw_lightning.errors import UserError
 from abaw_lightning.report.plots import confusion_counts
 from abaw_lightning.stages.predictions import frame_images
+from abaw_lightning.store.lock import run_lock
 from abaw_lightning.store.runs import RunDir, write_view
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "results.ipynb"
@@ -180,6 +182,18 @@ def test_load_runs_lists_every_seed_with_its_status_and_data_source(runs):
     assert frame.loc[0, "expr_f1"] == 0.40
     one = report.load_runs(runs / "paper_x")  # one experiment's folder works too
     assert set(one["experiment"]) == {"paper_x"}
+
+
+def test_a_run_being_trained_now_reads_running_with_its_process(runs, capsys):
+    interrupted = Path(report.load_runs(runs).loc[3, "path"])
+    with run_lock(interrupted):  # the resume of seed 3 in another terminal
+        frame = report.load_runs(runs)
+        assert cli.main(["report", str(runs)]) == 0
+    assert frame.loc[3, "status"].startswith(f"running (process {os.getpid()} on ")
+    assert not frame.loc[3, "complete"]
+    terminal = " ".join(capsys.readouterr().out.split())
+    assert f"not averaged: paper_x/cnn_teacher seed 3: running (process {os.getpid()}" in terminal
+    assert report.load_runs(runs).loc[3, "status"] == "interrupted"  # released: as before
 
 
 def test_summary_is_mean_and_sample_std_over_complete_seeds_with_paper_figures(runs):
@@ -602,7 +616,8 @@ def test_figure_folders_are_one_bounded_safe_name_per_part():
 def test_plural_and_numbers_that_the_terminal_never_cuts(runs):
     from rich.console import Console
 
-    from abaw_lightning.report.tables import plural, rich_table, widened
+    from abaw_lightning.report.tables import rich_table, widened
+    from abaw_lightning.text import plural
 
     assert [plural(1, "seed"), plural(2, "seed"), plural(0, "file")] == [
         "1 seed",

@@ -16,7 +16,8 @@ from scipy import stats
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.report.runs import row_id
-from abaw_lightning.report.tables import DISPLAY, add_columns, markdown, plain, plural
+from abaw_lightning.report.tables import DISPLAY, add_columns, markdown, plain
+from abaw_lightning.text import plural
 
 CONFIDENCE = 0.95
 SMALLEST_P = 0.001

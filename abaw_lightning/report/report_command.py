@@ -32,11 +32,11 @@ from abaw_lightning.report.runs import (
 from abaw_lightning.report.tables import (
     FORMATS,
     legend,
-    plural,
     rich_table,
     summary,
     widened,
 )
+from abaw_lightning.text import plural
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 """Piped or logged output keeps the whole table instead of rich's 80-column default."""

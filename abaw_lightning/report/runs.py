@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.schema import METRIC_NAMES
+from abaw_lightning.store.lock import lock_holder
 from abaw_lightning.store.runs import VIEW, RunDir, read_view
 
 METRICS = METRIC_NAMES
@@ -187,6 +188,8 @@ def _run_row(experiment: str, stage: str, seed: int, run: RunDir, variant: str) 
             return row
         row |= values | {"status": "complete", "complete": True, "best_epoch": best_epoch}
         row |= {"epochs": record.get("epochs"), "wall_seconds": record.get("wall_seconds")}
+    elif (holder := lock_holder(run.root)) is not None:
+        row["status"] = f"running ({holder})"
     elif run.last.is_file():
         row["status"] = "interrupted"
     elif run.root.is_dir():

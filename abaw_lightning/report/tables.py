@@ -25,11 +25,6 @@ DISPLAY = {
 """Display columns in the paper's order (EXPR score, CCC valence, CCC arousal), then the rest."""
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 run``, ``3 runs``: a count with its noun in the right number."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def _incomplete(group: pd.DataFrame) -> list[str]:
     return [f"seed {r.seed}: {r.status}" for r in group[~group["complete"]].itertuples()]
 
