@@ -97,16 +97,22 @@ def sources(tmp_path):
     return write_sources(tmp_path)
 
 
-def test_prepare_all_sources(tmp_path, sources):
-    out = tmp_path / "prepared"
-    manifest = prepare(
+def prepare_all(sources: dict[str, Path], out: Path, workers: int = 1, **kwargs) -> dict:
+    """`prepare` of every source `write_sources` wrote."""
+    return prepare(
         sources["affwild2"],
         out,
         expw=sources["expw"],
         afew_va=sources["afew_va"],
         affectnet=sources["affectnet"],
-        workers=2,
+        workers=workers,
+        **kwargs,
     )
+
+
+def test_prepare_all_sources(tmp_path, sources):
+    out = tmp_path / "prepared"
+    manifest = prepare_all(sources, out, workers=2)
 
     expr = pd.read_parquet(out / "parts" / "expr.parquet")
     assert list(expr.columns) == [*COLUMNS, "weight"]
@@ -376,14 +382,7 @@ def test_a_prepared_folder_is_not_replaced_by_fewer_datasets(tmp_path, sources, 
     """Re-running with fewer datasets than the folder holds would change its data identity: it is
     refused, naming them and the flags that keep them, and nothing is written; --replace does it."""
     out = tmp_path / "prepared"
-    full = prepare(
-        sources["affwild2"],
-        out,
-        expw=sources["expw"],
-        afew_va=sources["afew_va"],
-        affectnet=sources["affectnet"],
-        workers=1,
-    )
+    full = prepare_all(sources, out)
     stored = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     affwild2_only = ["prepare", "--affwild2", str(sources["affwild2"]), "--out", str(out)]
 

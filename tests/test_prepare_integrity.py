@@ -15,7 +15,7 @@ import fixtures_formats as ff
 import numpy as np
 import pandas as pd
 import pytest
-from test_prepare import write_affwild2, write_sources
+from test_prepare import prepare_all, write_affwild2, write_sources
 
 from abaw_lightning.data.ingest import prepare as prepare_module
 from abaw_lightning.data.ingest.prepare import prepare
@@ -40,18 +40,6 @@ def jpeg_bytes(size: int = 16) -> bytes:
     ok, encoded = cv2.imencode(".jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
     assert ok
     return encoded.tobytes()
-
-
-def prepare_all(sources: dict[str, Path], out: Path, **kwargs) -> dict:
-    return prepare(
-        sources["affwild2"],
-        out,
-        expw=sources["expw"],
-        afew_va=sources["afew_va"],
-        affectnet=sources["affectnet"],
-        workers=1,
-        **kwargs,
-    )
 
 
 def leftovers(out: Path) -> list[str]:
