@@ -3,6 +3,7 @@ line into its jobs (as Hydra's basic sweeper does), and checking a job's config 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import types
@@ -56,8 +57,10 @@ def compose_jobs(arguments: list[str]) -> list[tuple[list[str], DictConfig]]:
 def check_job(cfg: DictConfig) -> None:
     """Refuse, before anything runs, a job config with a mistake that would otherwise surface
     only when its stage is built (maybe hours in): a seed that is not an integer, a settings
-    node under `stages` that is no stage (a typo followed by Hydra's ``+`` advice), and a setting
-    the ``_target_`` it is passed to does not take or a value outside the choices it names."""
+    node under `stages` that is no stage (a typo followed by Hydra's ``+`` advice), an epoch or
+    batch count that is no positive whole number, and a setting the ``_target_`` it is passed to
+    does not take, of the wrong type, outside the choices it names, or (for settings dataclasses
+    such as `Distillation`) outside their ranges."""
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UserError(
@@ -73,6 +76,8 @@ def check_job(cfg: DictConfig) -> None:
                 f"stages.{name} is not a stage (it has no module._target_): {hint}drop the "
                 f"override that added it; the stages are {[s for s in stages if s != name]}"
             )
+    for name in stages:
+        _check_counts(stages[name], f"stages.{name}")
     nodes = {"trainer": cfg.get("trainer"), "logger": cfg.get("logger")}
     nodes |= {f"callbacks.{k}": v for k, v in (cfg.get("callbacks") or {}).items()}
     for name in stages:
@@ -81,6 +86,28 @@ def check_job(cfg: DictConfig) -> None:
     for path, node in nodes.items():
         if isinstance(node, DictConfig):
             _check_targets(_container(node), path)
+
+
+COUNTS = {
+    "max_epochs": 1,
+    "patience": 0,
+    "datamodule.batch_size": 1,
+    "datamodule.val_batch_size": 1,
+    "datamodule.image_size": 1,
+}
+"""A stage's settings that must be whole numbers, each with its least value."""
+
+
+def _check_counts(stage: DictConfig, path: str) -> None:
+    for key, least in COUNTS.items():
+        try:
+            value = OmegaConf.select(stage, key, throw_on_missing=False)
+        except OmegaConfBaseException:
+            continue  # an interpolation of a run's value: set when the run starts
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UserError(f"{path}.{key}={value!r} must be a whole number of at least {least}")
 
 
 def _container(node: DictConfig) -> Any:
@@ -113,19 +140,47 @@ def _accepted(target: Any) -> tuple[dict[str, Callable], bool]:
     return accepted, True
 
 
-def _choices(function: Callable, name: str) -> tuple | None:
-    """The values a parameter annotated ``Literal[...]`` (or ``Literal[...] | None``) allows."""
+def _options(function: Callable, name: str) -> tuple | None:
+    """The alternatives of a parameter's annotation (``int | None`` -> ``(int, NoneType)``), or
+    None where it has none that resolves."""
     try:
         hint = typing.get_type_hints(function).get(name)
     except Exception:  # an annotation that does not resolve: nothing to check against
         return None
+    if hint is None:
+        return None
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)
+    return typing.get_args(hint) if union else (hint,)
+
+
+def _choices(options: tuple) -> tuple | None:
+    """The values an annotation ``Literal[...]`` (or ``Literal[...] | None``) allows."""
     literals = [o for o in options if typing.get_origin(o) is typing.Literal]
     allowed = [value for literal in literals for value in typing.get_args(literal)]
     if not allowed:
         return None
     return (*allowed, None) if type(None) in options else tuple(allowed)
+
+
+SCALARS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _wrong_type(options: tuple, value: Any) -> str | None:
+    """What a scalar annotation (``float``, ``int | None`` ...) wants where ``value`` is not
+    that; None where the value fits or the annotation is no plain scalar."""
+    wanted = [o for o in options if o is not type(None)]
+    if len(wanted) != 1 or wanted[0] not in SCALARS:
+        return None
+    kind = wanted[0]
+    if value is None and type(None) in options:
+        return None
+    fits = {
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }[kind]
+    return None if fits else SCALARS[kind]
 
 
 def _check_targets(node: Any, path: str) -> None:
@@ -156,8 +211,19 @@ def _check_targets(node: Any, path: str) -> None:
             close = difflib.get_close_matches(key, list(accepted), 1)
             hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(accepted)}"
             raise UserError(f"{path}.{key}: {target_name} takes no setting {key!r}: {hint}")
-        choices = _choices(accepted[key], key)
-        interpolated = isinstance(value, str) and "${" in value
-        if choices is not None and not interpolated and value not in choices:
+        options = _options(accepted[key], key)
+        if options is None or (isinstance(value, str) and "${" in value):
+            continue
+        choices = _choices(options)
+        if choices is not None and value not in choices:
             shown = " | ".join("null" if c is None else str(c) for c in choices)
             raise UserError(f"{path}.{key}={value} is not one of {shown}")
+        wanted = _wrong_type(options, value)
+        if wanted is not None:
+            raise UserError(f"{path}.{key}={value!r} must be {wanted}")
+    if dataclasses.is_dataclass(target):  # plain settings: build them now to check their ranges
+        settings = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
+        try:
+            target(**settings)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{path}: {error}") from error

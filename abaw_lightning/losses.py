@@ -113,6 +113,12 @@ class Distillation:
     kd_t2: bool = True
     shared_annotations: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.lam <= 1:
+            raise ValueError(f"lam={self.lam} must lie in [0, 1] (the weight of the ground truth)")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be positive")
+
     def loss(
         self,
         outputs: Mapping[str, Mapping],

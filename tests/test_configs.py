@@ -27,6 +27,15 @@ from abaw_lightning.errors import UserError
         ("va_anchors=center", "va_anchors=center is not one of"),
         ("+trainer.max_epoch=3", "trainer.max_epoch: pytorch_lightning.Trainer takes no setting"),
         ("trainer._target_=abaw_lightning.nowhere.Trainer", "cannot be imported"),
+        (
+            "stages.cnn_student.module.distillation.lam=abc",
+            "distillation.lam='abc' must be a number",
+        ),
+        ("stages.cnn_student.module.distillation.lam=1.5", "lam=1.5 must lie in [0, 1]"),
+        ("stages.cnn_student.module.distillation.kd_t2=yes", "kd_t2='yes' must be true or false"),
+        ("stages.cnn_teacher.max_epochs=abc", "max_epochs='abc' must be a whole number"),
+        ("data.batch_size=0", "datamodule.batch_size=0 must be a whole number of at least 1"),
+        ("data.image_size=abc", "datamodule.image_size='abc' must be a whole number"),
     ],
 )
 def test_a_mistake_in_the_config_is_one_error_naming_it(tmp_path, override, message):
