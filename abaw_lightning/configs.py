@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -41,11 +42,46 @@ def sweep_jobs(arguments: list[str]) -> list[list[str]]:
 
 
 def compose_job(job: list[str]) -> DictConfig:
-    """The `train` config of one job (inside an initialised Hydra); mistakes are user errors."""
+    """The `train` config of one job (inside an initialised Hydra); mistakes are user errors,
+    a mistyped setting or option with the one it most likely means."""
     try:
         return compose("train", overrides=job)
     except HydraException as error:
-        raise UserError(f"cannot compose the config of {' '.join(job)}: {error}") from error
+        raise UserError(_explain(error, job)) from error
+
+
+def _explain(error: HydraException, job: list[str]) -> str:
+    """One line for Hydra's composition error: what is wrong, and the likely fix."""
+    text = str(error)
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        rest = [o for o in job if o.lstrip("~+").partition("=")[0] != key]
+        try:
+            node: Any = compose("train", overrides=rest)
+        except HydraException:
+            node = None
+        parts, guess = key.split("."), ""
+        for depth, part in enumerate(parts):
+            if not isinstance(node, DictConfig):
+                break
+            if part not in node:  # the first part that is not there: the likely typo
+                close = difflib.get_close_matches(part, [str(k) for k in node], 1)
+                if close:
+                    fixed = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
+                    guess = f"did you mean {fixed}? "
+                break
+            node = node[part]
+        return f"{key} is not a setting: {guess}to add a setting the config lacks, write +{key}=..."
+    if missing:
+        group, option = missing.groups()
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+        close = difflib.get_close_matches(option, options, 1)
+        guess = f"did you mean {group}={close[0]}? " if close else ""
+        return f"{group}={option} is not an option: {guess}the options are {', '.join(options)}"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"cannot compose the config of {' '.join(job)}: {first}"
 
 
 def compose_jobs(arguments: list[str]) -> list[tuple[list[str], DictConfig]]:

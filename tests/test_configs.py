@@ -3,10 +3,14 @@ naming the setting and the fix, not a failure hours in when the stage is built."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from support import tiny_config
 
-from abaw_lightning.configs import check_job
+from abaw_lightning.configs import check_job, compose_jobs
 from abaw_lightning.errors import UserError
 
 
@@ -57,3 +61,59 @@ def test_a_mistake_in_the_config_is_one_error_naming_it(tmp_path, override, mess
 )
 def test_the_shipped_configs_pass_the_check(tmp_path, overrides):
     check_job(tiny_config(tmp_path, tmp_path / "runs", *overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "stages.cnn_student.module.distillation.lamb=0.3",
+            "stages.cnn_student.module.distillation.lamb is not a setting: did you mean "
+            "stages.cnn_student.module.distillation.lam?",
+        ),
+        ("modle.arch=resnet18", "modle.arch is not a setting: did you mean model.arch?"),
+        ("experiment=dmeo", "experiment=dmeo is not an option: did you mean experiment=demo?"),
+        ("logger=csvv", "logger=csvv is not an option: did you mean logger=csv? the options are"),
+    ],
+)
+def test_a_mistyped_override_is_named_with_the_setting_it_likely_means(override, message):
+    with pytest.raises(UserError) as error:
+        compose_jobs([override])
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["experiment=demo", "stages.cnn_student.module.distillation.lamb=0.3"],
+            "did you mean stages.cnn_student.module.distillation.lam?",
+        ),
+        (
+            ["-m", "experiment=demo", "stages.cnn_student.module.distillation.lam=0.3,abc"],
+            "stages.cnn_student.module.distillation.lam='abc' must be a number",
+        ),
+        (
+            ["-m", "experiment=demo", "data.root=/nonexistent", "seed=0,1"],
+            "prepared data folder /nonexistent does not exist",
+        ),
+    ],
+)
+def test_abaw_train_stops_a_mistake_with_one_error_line_before_any_job(
+    tmp_path, arguments, message
+):
+    env = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "abaw_lightning.train", *arguments, f"runs_dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert [line for line in output.splitlines() if line.startswith("error: ")] == [
+        f"error: {line}" for line in [done.stderr.strip().removeprefix("error: ")]
+    ]
+    assert message in done.stderr and "Traceback" not in output and "HYDRA_FULL" not in output
+    assert not list(tmp_path.iterdir())  # no job started: nothing written

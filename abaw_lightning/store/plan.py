@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.markup import escape
 from abaw_lightning.configs import check_job
 from abaw_lightning.data.loading.feature_cache import MANIFEST, View, default_views
 from abaw_lightning.data.loading.transforms import default_resize
-from abaw_lightning.errors import UserError
+from abaw_lightning.errors import UserError, print_user_error
 from abaw_lightning.store.identity import data_identity, digest, stage_kind, stage_settings
 from abaw_lightning.store.lock import lock_holder
 from abaw_lightning.store.runs import RunDir, read_json, run_dir, store_runs
@@ -337,16 +338,19 @@ def print_sweep_plan(plans: list[Plan], console: Console) -> None:
 
 
 class PrintSweepPlan(Callback):
-    """Hydra callback: before a multirun starts, print the plan of all its jobs."""
+    """Hydra callback: before a multirun starts, print the plan of all its jobs; a job that
+    cannot run (a mistyped setting, no prepared data) stops the sweep before any job starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from abaw_lightning.configs import compose_job, sweep_jobs
 
         console = Console(soft_wrap=True)
         try:
-            jobs = sweep_jobs(list(config.hydra.overrides.task))
-            plans = [make_plan(compose_job(job)) for job in jobs]
-        except UserError as error:  # each job will say it again, in its own error line
-            console.print(f"[yellow]no plan of the sweep[/]: {escape(str(error))}", highlight=False)
-            return
+            configs = [compose_job(job) for job in sweep_jobs(list(config.hydra.overrides.task))]
+            for cfg in configs:  # every job's settings before any job's data
+                check_job(cfg)
+            plans = [make_plan(cfg) for cfg in configs]
+        except UserError as error:  # a job that cannot run: stop before the first one starts
+            print_user_error(error)
+            sys.exit(2)
         print_sweep_plan(plans, console)
