@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from abaw_lightning.errors import UserError
 from abaw_lightning.schema import METRIC_NAMES
 
 console = Console()
@@ -59,7 +61,17 @@ def synthesize_and_prepare(out: Path, seed: int, scale: str = "small") -> Path:
     from abaw_lightning.data.synth import generate
 
     synth = out / "synth"
-    if not (synth / "synth.json").is_file():
+    record = synth / "synth.json"
+    if record.is_file():
+        made = json.loads(record.read_text())
+        if (made.get("scale"), made.get("seed")) != (scale, seed):
+            raise UserError(
+                f"{out} holds the synthetic data of --scale {made.get('scale')} --seed "
+                f"{made.get('seed')} (its {record}), not of --scale {scale} --seed {seed}: pass "
+                f"--out {out}-{scale}-{seed} for a demo of its own, or delete {synth} to make it "
+                "again here"
+            )
+    else:
         generate(synth, seed=seed, scale=scale)
     prepared = out / "prepared"
     prepare(
@@ -88,25 +100,33 @@ def results_table(results: dict[str, dict]) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
 
-    from abaw_lightning.configs import CONFIG_DIR
+    from abaw_lightning.configs import CONFIG_DIR, compose_job
     from abaw_lightning.pipeline import run_pipeline
+    from abaw_lightning.store.plan import duration
+    from abaw_lightning.store.views import view_name
 
     started = time.monotonic()
     prepared = synthesize_and_prepare(args.out, args.seed, args.scale)
+    settings = [*SCALE_OVERRIDES.get(args.scale, ()), *args.overrides]
     overrides = [
         "experiment=demo",
         f"data.root={prepared}",
         f"runs_dir={args.out / 'runs'}",
         f"seed={args.seed}",
-        *SCALE_OVERRIDES.get(args.scale, ()),
-        *args.overrides,
+        *settings,
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    results = run_pipeline(cfg)
+        cfg = compose_job(overrides)
+    results = run_pipeline(cfg, overrides=settings)
+    if not results:  # dry_run=true: the plan was all
+        return 0
     console.print(results_table(results))
-    minutes = (time.monotonic() - started) / 60
-    console.print(f"done in {minutes:.1f} min; runs in {args.out / 'runs' / 'demo'}")
+    view = args.out / "runs" / view_name("demo", settings) / f"seed_{args.seed}"
+    console.print(
+        f"done in {duration(time.monotonic() - started)}; runs in {view}",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0

@@ -54,9 +54,10 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
+def run_pipeline(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict]:
     """Plan the job, record its view, then run (or resume, or reuse) every stage for ``cfg.seed``;
-    return each stage's metrics (none with ``dry_run``: it prints the plan and writes nothing)."""
+    return each stage's metrics (none with ``dry_run``: it prints the plan and writes nothing).
+    ``overrides`` name the view (default: the Hydra command line's)."""
     try:
         check_trainer_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
     except UserError as error:
@@ -64,7 +65,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, dict]:
             raise
         _warn(f"on this machine the job would stop here: {error}")
     plan = make_plan(cfg)
-    overrides = job_overrides()
+    overrides = job_overrides() if overrides is None else overrides
     name = view_name(cfg.experiment_name, overrides)
     print_plan(plan, console, name)
     if cfg.get("dry_run"):

@@ -21,16 +21,29 @@ TINY_DEMO = [  # --scale tiny brings its own batch and window sizes
 def test_demo_runs_the_four_stages_on_synthetic_data(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--scale", "tiny", *TINY_DEMO]) == 0
     out = capsys.readouterr().out
+    (view,) = (tmp_path / "runs").glob("demo+*/seed_0")  # named by the demo's overrides
+    assert f"runs in {view}" in " ".join(out.split())
+    recorded = json.loads((view / "view.json").read_text())["overrides"]
+    assert recorded == ["data.batch_size=8", *recorded[1:4], *TINY_DEMO]  # the scale's, the user's
     stages = ("cnn_teacher", "cnn_student", "gru_teacher", "gru_student")
     for stage in stages:
-        metrics = json.loads(
-            (tmp_path / "runs" / "demo" / "seed_0" / stage / "metrics.json").read_text()
-        )
+        metrics = json.loads((view / stage / "metrics.json").read_text())
         assert metrics["epochs"] == 1
         assert f"{metrics['best']['val/total']:.3f}" in out
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     assert manifest["rows"]["parts/expr"]["expw"] > 0
-    student = tmp_path / "runs" / "demo" / "seed_0" / "cnn_student"  # the view's link to its run
+    student = view / "cnn_student"  # the view's link to its run
     (features,) = (student / "features").glob("*/manifest.json")
     assert json.loads(features.read_text())["complete"] is True
     assert "chance" in out
+
+
+def test_demo_refuses_data_of_another_scale_or_seed_and_says_where_to_go(tmp_path, capsys):
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    (synth / "synth.json").write_text(json.dumps({"seed": 0, "scale": "tiny"}))
+    assert main(["demo", "--out", str(tmp_path), "--seed", "3", "--scale", "tiny"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{tmp_path} holds the synthetic data of --scale tiny --seed 0" in error
+    assert f"--out {tmp_path}-tiny-3" in error and f"delete {synth}" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # nothing prepared or trained
