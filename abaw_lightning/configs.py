@@ -41,6 +41,17 @@ def sweep_jobs(arguments: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(overrides, None)[0]
 
 
+def swept_keys(arguments: list[str]) -> frozenset[str]:
+    """The keys that a sweep's command line gives several values (``lam=0.3,0.9``)."""
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in arguments if not a.startswith("-")]
+        )
+    except Exception:  # not a command line Hydra reads: nothing is known to be swept
+        return frozenset()
+    return frozenset(o.key_or_group for o in overrides if o.is_sweep_override())
+
+
 def compose_job(job: list[str]) -> DictConfig:
     """The `train` config of one job (inside an initialised Hydra); mistakes are user errors,
     a mistyped setting or option with the one it most likely means."""

@@ -17,6 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from abaw_lightning.configs import swept_keys
 from abaw_lightning.data.loading.feature_cache import FeatureCache
 from abaw_lightning.errors import UserError
 from abaw_lightning.files import write_json_atomic
@@ -54,6 +56,14 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
+def job_sweep() -> frozenset[str]:
+    """The keys this job's multirun sweeps, from the command line that launched it where the
+    job runs in that process (Hydra's basic launcher); empty where it is not known."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return frozenset()
+    return swept_keys(sys.argv[1:])
+
+
 def run_pipeline(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, dict]:
     """Plan the job, record its view, then run (or resume, or reuse) every stage for ``cfg.seed``;
     return each stage's metrics (none with ``dry_run``: it prints the plan and writes nothing).
@@ -66,7 +76,7 @@ def run_pipeline(cfg: DictConfig, overrides: list[str] | None = None) -> dict[st
         _warn(f"on this machine the job would stop here: {error}")
     plan = make_plan(cfg)
     overrides = job_overrides() if overrides is None else overrides
-    name = view_name(cfg.experiment_name, overrides)
+    name = view_name(cfg.experiment_name, overrides, job_sweep())
     print_plan(plan, console, name)
     if cfg.get("dry_run"):
         return {}

@@ -131,6 +131,8 @@ def test_view_names_keep_only_result_changing_overrides():
     first, second = view_name("x", [*many, "lam=0.3"]), view_name("x", [*many, "lam=0.9"])
     assert first.startswith("x+weight_decay0=0.000+weight_decay1=0.001+")  # readable prefix
     assert first != second and len(first) <= 100 and len(second) <= 100  # told apart by a digest
+    swept = frozenset({"lam"})
+    assert view_name("x", [*many, "lam=0.3"], swept).startswith("x+lam=0.3+weight_decay0=0.000+")
 
 
 @pytest.mark.slow
@@ -385,10 +387,10 @@ def test_a_verbose_plan_names_each_sweep_point_and_what_else_each_run_does(
     runs = tmp_path / "runs"
     sweep = [
         "experiment=demo",
-        "stages.cnn_student.module.distillation.lam=0.3,0.9",
         f"data.root={prepared}",
         f"runs_dir={runs}",
         *TINY,
+        "stages.cnn_student.module.distillation.lam=0.3,0.9",  # last: a long name shows it first
     ]
     teacher = make_plan(tiny_config(prepared, runs)).runs["cnn_teacher"].dir
     with run_lock(teacher.root):  # as a sweep training the teacher elsewhere holds it

@@ -7,7 +7,7 @@ import argparse
 
 from rich.console import Console
 
-from abaw_lightning.configs import compose_jobs
+from abaw_lightning.configs import compose_jobs, swept_keys
 from abaw_lightning.store.plan import make_plan, print_plan, print_sweep_plan
 from abaw_lightning.store.views import view_name
 
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = compose_jobs(args.overrides)
     plans = [make_plan(cfg) for _, cfg in jobs]
     if args.verbose:
+        swept = swept_keys(args.overrides)
         for (job, cfg), plan in zip(jobs, plans, strict=True):
-            print_plan(plan, console, view_name(cfg.experiment_name, job))
+            print_plan(plan, console, view_name(cfg.experiment_name, job, swept))
     print_sweep_plan(plans, console)
     return 0

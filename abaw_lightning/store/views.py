@@ -67,17 +67,20 @@ def variant_labels(overrides: list[str]) -> list[str]:
     return labels
 
 
-def view_name(experiment: str, overrides: list[str]) -> str:
+def view_name(experiment: str, overrides: list[str], swept: frozenset[str] = frozenset()) -> str:
     """The view folder of a job: the experiment, plus its result-changing overrides; where that
-    is longer than `MAX_NAME`, the labels that fit, then a digest of them all (``+1a2b3c4d``),
-    which keeps the names of two jobs apart however long their command lines."""
+    is longer than `MAX_NAME`, the labels that fit, those of the ``swept`` keys first (what tells
+    a sweep's jobs apart), then a digest of them all (``+1a2b3c4d``), which keeps the names of two
+    jobs apart however long their command lines."""
     labels = variant_labels(overrides)
     name = "+".join([experiment, *labels])
     if len(name) <= MAX_NAME:
         return name
     suffix = f"+{digest(labels, length=8)}"
+    keys = [pair[0] for pair in map(_split, overrides) if pair and not _not_naming(pair[0])]
+    order = sorted(range(len(labels)), key=lambda i: keys[i] not in swept)
     shown = experiment
-    for label in labels:
+    for label in (labels[i] for i in order):
         if len(shown) + 1 + len(label) + len(suffix) > MAX_NAME:
             break
         shown += f"+{label}"
