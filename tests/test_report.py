@@ -445,46 +445,47 @@ LONG_A = "lam=0.3,lr=0.001,momentum=0.9,weight_decay=0.0001"
 LONG_B = "lam=0.9,lr=0.01,momentum=0.95,weight_decay=0.0005"
 
 
-def test_long_labels_are_short_names_with_a_legend_and_compare_takes_either(
+def test_rows_name_the_fewest_settings_with_a_legend_of_all_and_compare_takes_either(
     tmp_path, capsys, recwarn
 ):
     runs = tmp_path / "runs"
     optimizer_sweep(runs, prepared_folder(tmp_path / "real", synthetic=False))
     table = report.summary(report.load_runs(runs))
-    # the keys share 8 characters, so the short names take a 9th
+    # lam, lr, momentum and weight decay all differ: lam alone tells the variants apart
     assert table[["row", "settings"]].values.tolist() == [
         ["sweep/cnn_teacher", ""],
-        ["sweep/cnn_student[va1b2c3d4e]", LONG_A],
-        ["sweep/cnn_student[va1b2c3d4f]", LONG_B],
+        ["sweep/cnn_student[lam=0.3]", LONG_A],
+        ["sweep/cnn_student[lam=0.9]", LONG_B],
     ]
     out = tmp_path / "report"
     assert cli.main(["report", str(runs), "--out", str(out)]) == 0
     terminal = capsys.readouterr().out
-    legend = terminal.split("variants shown by their short names:\n", 1)[1].splitlines()
-    assert legend[:2] == [
-        f"  sweep/cnn_student[va1b2c3d4e]: {LONG_A}",
-        f"  sweep/cnn_student[va1b2c3d4f]: {LONG_B}",
+    legend = terminal.split("variants whose names show only some of their settings:\n", 1)
+    assert legend[1].splitlines()[:2] == [
+        f"  sweep/cnn_student[lam=0.3]: {LONG_A}",
+        f"  sweep/cnn_student[lam=0.9]: {LONG_B}",
     ]
-    assert LONG_A not in terminal.split("variants shown")[0]  # the table shows the short names
+    assert LONG_A not in legend[0]  # the table shows the names
     assert "wrote 5 files to" in terminal  # table, distributions, 3 curves (no predictions)
-    assert (out / "sweep" / "cnn_student" / "va1b2c3d4e" / "curves.png").is_file()
+    assert (out / "sweep" / "cnn_student" / "lam=0.3" / "curves.png").is_file()
     markdown = (out / "summary.md").read_text().splitlines()
     assert markdown[0].startswith("| experiment | variant | settings | stage | n |")
-    assert markdown[3].startswith(f"| sweep | va1b2c3d4e | {LONG_A} | cnn_student | 2 |")
+    assert markdown[3].startswith(f"| sweep | lam=0.3 | {LONG_A} | cnn_student | 2 |")
     assert not [w for w in recwarn if "layout" in str(w.message)]
     frame = report.load_runs(runs)
-    by_short = report.compare(frame, "sweep/cnn_teacher", "sweep/cnn_student[va1b2c3d4f]")
+    by_name = report.compare(frame, "sweep/cnn_teacher", "sweep/cnn_student[lam=0.9]")
     by_settings = report.compare(frame, "sweep/cnn_teacher", f"sweep/cnn_student[{LONG_B}]")
-    pd.testing.assert_frame_equal(by_short, by_settings)
-    assert set(by_settings["b"]) == {"sweep/cnn_student[va1b2c3d4f]"}  # named as in the table
+    pd.testing.assert_frame_equal(by_name, by_settings)
+    assert set(by_settings["b"]) == {"sweep/cnn_student[lam=0.9]"}  # named as in the table
     # ccc_v: teacher 0.40, 0.45; variant b 0.60, 0.54
-    assert by_short.set_index("metric").loc["ccc_v", "difference"] == pytest.approx(0.145)
+    assert by_name.set_index("metric").loc["ccc_v", "difference"] == pytest.approx(0.145)
     capsys.readouterr()
-    b = "sweep/cnn_student[va1b2c3d4f]"
+    b = "sweep/cnn_student[lam=0.9]"
     assert (
         cli.main(["report", str(runs), "--compare", "sweep/cnn_teacher", b, "--out", str(out)]) == 0
     )
-    assert f"variants shown by their short names:\n  {b}: {LONG_B}\n" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert f"variants whose names show only some of their settings:\n  {b}: {LONG_B}\n" in shown
     header = (out / "comparison.md").read_text().splitlines()[0]
     assert header == f"A = sweep/cnn_teacher, B = {b} ({LONG_B}) (paired by seed)"
 
@@ -532,10 +533,13 @@ def test_a_setting_only_some_variants_have_reads_unset(tmp_path):
     students = frame[frame["stage"] == "cnn_student"].drop_duplicates("settings")
     parts = "['expr', 'va', 'expr_va']"
     assert students[["variant", "settings"]].values.tolist() == [
-        ["vlamT", "lam=0.3,temperature=2,teacher.data=unset,teacher.parts=unset"],
-        ["vlam0.3", f"lam=0.3,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
-        ["vlam0.9", f"lam=0.9,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
-    ]
+        ["temperature=2", "lam=0.3,temperature=2,teacher.data=unset,teacher.parts=unset"],
+        [
+            "lam=0.3,temperature=unset",
+            f"lam=0.3,temperature=unset,teacher.data=d1,teacher.parts={parts}",
+        ],
+        ["lam=0.9", f"lam=0.9,temperature=unset,teacher.data=d1,teacher.parts={parts}"],
+    ]  # each named by the fewest settings that tell it from the other two
 
 
 def test_compare_with_out_writes_the_comparison_file_too(tmp_path, capsys):

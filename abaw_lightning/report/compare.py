@@ -129,7 +129,7 @@ def _named(table: pd.DataFrame, side: str) -> str:
 
 
 def comparison_legend(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """(row, full settings) of A and B where the row shows its variant's short name."""
+    """(row, full settings) of A and B where the row's name shows only some of them."""
     first = table.iloc[0]
     short = {first[s]: first[f"{s}_settings"] for s in ("a", "b") if _named(table, s) != first[s]}
     return list(short.items())

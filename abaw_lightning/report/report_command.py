@@ -132,9 +132,9 @@ def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
 
 
 def print_legend(names: list[tuple[str, str]]) -> None:
-    """The full settings of the rows shown by their variant's short name, under a table."""
+    """The full settings of the rows whose names show only some of them, under a table."""
     if names:
-        console.print("variants shown by their short names:", highlight=False)
+        console.print("variants whose names show only some of their settings:", highlight=False)
     for row, settings in names:
         console.print(f"  {escape(row)}: {escape(settings)}", highlight=False)
 

@@ -6,8 +6,8 @@ A *variant* is what tells the runs of one experiment's stage apart besides the s
 ``lam=0.3`` and ``lam=0.9``): runs share a variant when their keys differ only in the seed, and the
 variant's label is the settings in which it differs from its siblings, read from the runs'
 ``identity.json``. A report row is an experiment, a variant and a stage, e.g.
-``paper_student_sharing/cnn_student[lam=0.3]``; a label longer than `MAX_LABEL` is shown in the
-row's name by the variant's short name (`short_names`) and spelled out in its ``settings``.
+``paper_student_sharing/cnn_student[lam=0.3]``: the row names the fewest settings that tell the
+variant from its siblings, its ``settings`` all those in which it differs (`VariantLabels`).
 
 Epochs shown by the report count from 1 (``best_epoch``, the history's ``epoch``); the files keep
 Lightning's 0-based index.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -260,40 +261,60 @@ def _key_prefixes(variants: list[str], length: int = 8) -> dict[str, str]:
     return {variant: variant[:length] for variant in variants}
 
 
-def variant_labels(representatives: dict[str, RunDir]) -> dict[str, str]:
-    """Label per variant key: the settings that differ among the variants whose runs have an
-    identity, ``lam=0.3``, each named by its last part (``teacher.lr`` for one of the run it
-    builds on) unless two would read the same, one a variant lacks ``=unset``; a variant with no
-    identity is `UNKNOWN` and leaves the others' labels as they would be without it."""
+@dataclass(frozen=True)
+class VariantLabels:
+    """Per variant key: ``settings``, every setting in which it differs from its siblings, and
+    ``names``, what its rows carry: the fewest of those settings that tell it from every sibling
+    (``lam=0.3``), or where even they are longer than `MAX_LABEL` (or its settings are unknown)
+    ``v`` and the first characters of its key, a name that does not change as variants come."""
+
+    settings: dict[str, str]
+    names: dict[str, str]
+
+
+def variant_labels(representatives: dict[str, RunDir]) -> VariantLabels:
+    """The labels of an experiment's stage's variants, from one run of each (its identity): a
+    setting is named by its last part (``teacher.lr`` for one of the run it builds on) unless
+    two would read the same, one a variant lacks is ``=unset``; a variant with no identity is
+    `UNKNOWN` and leaves the others' labels as they would be without it."""
     known = {variant: run for variant, run in representatives.items() if _identity(run)}
-    labels = dict.fromkeys(representatives, UNKNOWN if len(representatives) > 1 else "")
+    settings = dict.fromkeys(representatives, UNKNOWN if len(representatives) > 1 else "")
+    prefixes = _key_prefixes(list(representatives))
+    names = {v: f"v{prefixes[v]}" if label else "" for v, label in settings.items()}
     if len(known) < 2:
-        return labels | dict.fromkeys(known, "")
+        return VariantLabels(settings | dict.fromkeys(known, ""), names | dict.fromkeys(known, ""))
     flats = {variant: _variant_settings(run) for variant, run in known.items()}
     paths = sorted({path for flat in flats.values() for path in flat})
     differing = [p for p in paths if len({flat.get(p) for flat in flats.values()}) > 1]
-    names = [_short(p) for p in differing]
+    shown = [_short(p) for p in differing]
     last = [_last(p) for p in differing]
-    shown = [end if last.count(end) == 1 else name for name, end in zip(names, last, strict=True)]
-    for variant, flat in flats.items():
-        parts = [
-            f"{name}={json.loads(flat[path]) if path in flat else UNSET}"
-            for path, name in zip(differing, shown, strict=True)
-        ]
-        labels[variant] = ",".join(parts) or variant
-    return labels
-
-
-def short_names(labels: dict[str, str]) -> dict[str, str]:
-    """Per variant key the name its rows carry: the label, or where that is longer than
-    `MAX_LABEL` or `UNKNOWN`, ``v`` and the first characters of the variant key. The key is the
-    digest of the variant's seedless settings, so a short name always means the same variant,
-    however many others a runs folder holds (a number in table order would shift as they come)."""
-    prefixes = _key_prefixes(list(labels))
-    return {
-        variant: f"v{prefixes[variant]}" if len(label) > MAX_LABEL or label == UNKNOWN else label
-        for variant, label in labels.items()
+    shown = [end if last.count(end) == 1 else name for name, end in zip(shown, last, strict=True)]
+    values = {
+        variant: [json.loads(flat[path]) if path in flat else UNSET for path in differing]
+        for variant, flat in flats.items()
     }
+    for variant, own in values.items():
+        parts = [f"{name}={value}" for name, value in zip(shown, own, strict=True)]
+        settings[variant] = ",".join(parts) or variant
+        name = ",".join(parts[i] for i in _distinguishing(variant, values))
+        names[variant] = name if 0 < len(name) <= MAX_LABEL else f"v{prefixes[variant]}"
+    return VariantLabels(settings, names)
+
+
+def _distinguishing(variant: str, values: dict[str, list]) -> list[int]:
+    """The fewest settings (by index, greedily: the one telling most of the rest apart first)
+    in which ``variant`` differs from each of its siblings."""
+    own = values[variant]
+    others = [other for key, other in values.items() if key != variant]
+    chosen: list[int] = []
+    while others:
+        counts = [sum(other[i] != own[i] for other in others) for i in range(len(own))]
+        best = max(range(len(own)), key=lambda i: counts[i])
+        if counts[best] == 0:  # the same settings as a sibling: nothing tells them apart
+            break
+        chosen.append(best)
+        others = [other for other in others if other[best] == own[best]]
+    return sorted(chosen)
 
 
 def _representative(rows: pd.DataFrame) -> RunDir:
@@ -330,8 +351,8 @@ def load_runs(runs_dir: str | Path) -> pd.DataFrame:
             for variant, rows in group.groupby("variant_key", sort=False)
         }
         labels = variant_labels(representatives)
-        frame.loc[group.index, "settings"] = group["variant_key"].map(labels)
-        frame.loc[group.index, "variant"] = group["variant_key"].map(short_names(labels))
+        frame.loc[group.index, "settings"] = group["variant_key"].map(labels.settings)
+        frame.loc[group.index, "variant"] = group["variant_key"].map(labels.names)
     frame["row"] = [
         row_id(e, s, v)
         for e, s, v in zip(frame["experiment"], frame["stage"], frame["variant"], strict=True)

@@ -176,6 +176,6 @@ def rich_table(table: pd.DataFrame, title: str) -> Table:
 
 
 def legend(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """(row, full settings) of each row whose variant is shown by its short name."""
+    """(row, full settings) of each row whose name shows only some of its settings."""
     short = table[table["settings"] != table["variant"]]
     return list(zip(short["row"], short["settings"], strict=True))
