@@ -360,3 +360,23 @@ def test_prepare_command_repeats_the_recorded_sources(tmp_path):
     )
     (tmp_path / "manifest.json").write_text("{")
     assert prepare_command(tmp_path) == f"abaw prepare ... --out {tmp_path}"
+
+
+@pytest.mark.parametrize("sources", [("affwild2", "expw"), ()])
+def test_a_data_root_that_is_no_prepared_folder_says_what_to_run(tmp_path, sources):
+    root = tmp_path / "synth"
+    for name in sources:
+        (root / name).mkdir(parents=True)
+    root.mkdir(exist_ok=True)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        overrides = ["experiment=demo", f"data.root={root}", f"runs_dir={tmp_path / 'runs'}"]
+        cfg = compose("train", overrides=overrides)
+    with pytest.raises(UserError) as error:
+        pipeline.run_pipeline(cfg)
+    message = str(error.value)
+    if sources:
+        command = f"abaw prepare --affwild2 {root / 'affwild2'} --expw {root / 'expw'} --out"
+        assert command in message and f"data.root={root}_prepared" in message
+    else:
+        assert "holds no prepared tables" in message
+    assert not (tmp_path / "runs").exists()  # refused at the plan: nothing written

@@ -150,8 +150,28 @@ def data_identity(root: str | Path) -> str:
         if isinstance(data_id, str) and data_id:
             return data_id
     tables = sorted(folder.glob("parts/*.parquet")) + sorted(folder.glob("affwild2/*.parquet"))
+    if not tables:
+        raise UserError(_not_prepared(folder))
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in tables)
     return _tables_identity(str(folder.resolve()), stamp)
+
+
+def _not_prepared(folder: Path) -> str:
+    """What to do with a data.root that holds no prepared tables, by what it holds instead."""
+    sources = [
+        name for name in ("affwild2", "expw", "afew_va", "affectnet") if (folder / name).is_dir()
+    ]
+    if sources:
+        flags = " ".join(f"--{name.replace('_', '-')} {folder / name}" for name in sources)
+        return (
+            f"{folder} holds the datasets as downloaded or synthesised ({', '.join(sources)}), not "
+            f"a prepared folder: run `abaw prepare {flags} --out {folder}_prepared`, then set "
+            f"data.root={folder}_prepared"
+        )
+    return (
+        f"{folder} holds no prepared tables (no manifest.json, parts/*.parquet or "
+        f"affwild2/*.parquet): set data.root to the --out of `abaw prepare`"
+    )
 
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
