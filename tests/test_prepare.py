@@ -413,12 +413,17 @@ def test_a_prepared_folder_is_not_replaced_by_fewer_datasets(tmp_path, sources, 
         )
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == stored
 
+    capsys.readouterr()
     assert main([*affwild2_only, "--workers", "1", "--replace"]) == 0
     replaced = json.loads((out / "manifest.json").read_text())
     assert replaced["complete"] is True and replaced["data_id"] != full["data_id"]
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"now holds other data than before (data_id {full['data_id']} -> " in said
+    assert "every stage trains again on this data" in said
     assert [name for name, path in replaced["sources"].items() if path] == ["affwild2"]
     assert replaced["rows"]["parts/expr"] == {"affwild2": 6, "total": 6}
-    # the same datasets again, or more, need no flag
+    # the same datasets again, or more, need no flag; the same data says nothing of it
     assert main([*affwild2_only, "--workers", "1"]) == 0
+    assert "other data than before" not in capsys.readouterr().out
     more = prepare(sources["affwild2"], out, expw=sources["expw"], workers=1)
     assert more["rows"]["parts/expr"] == {"affwild2": 6, "expw": 2, "total": 8}

@@ -251,6 +251,7 @@ def prepare(
         used_expr_va = "affwild2"
     out = Path(out)
     check_out(out, paths, used_expr_va, replace)
+    previous = _previous_data_id(out)
     for name in ("expw", "afew_va", "affectnet"):
         if name not in paths:
             flag = name.replace("_", "-")
@@ -309,7 +310,26 @@ def prepare(
     }
     _publish(out, list(tables), manifest)
     _print_summary(console, manifest, out)
+    if previous is not None and previous != manifest["data_id"]:
+        console.print(
+            f"[yellow]warning:[/] {out} now holds other data than before (data_id {previous} -> "
+            f"{manifest['data_id']}): runs trained on the previous data stay in the store, but "
+            "every stage trains again on this data",
+            highlight=False,
+        )
     return manifest
+
+
+def _previous_data_id(out: Path) -> str | None:
+    """The data_id of the complete prepared folder a run replaces, if there is one."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("complete") is not True:
+        return None
+    found = manifest.get("data_id")
+    return found if isinstance(found, str) else None
 
 
 IDENTITY_OPTIONS = ("expr_va_source_used", "crop_format", "crop_min", "crop_max", "jpeg_quality")
@@ -473,8 +493,8 @@ def _print_summary(console: Console, manifest: dict, out: Path) -> None:
     frames = manifest["affwild2_frames"]
     console.print(f"Aff-Wild2 frames checked: {frames['checked']}, bad (skipped): {frames['bad']}")
     videos = manifest["affwild2_videos"]
+    both, train, val = (videos[f"with_both_annotations{split}"] for split in ("", "_train", "_val"))
     console.print(
-        f"Aff-Wild2 videos with both annotations: {videos['with_both_annotations']} "
-        f"({videos['with_both_annotations_train']} within train, "
-        f"{videos['with_both_annotations_val']} within validation)"
+        f"Aff-Wild2 videos with both annotations: {both} ({train} within train, {val} within "
+        f"validation, {both - train - val} across the two)"
     )
