@@ -15,7 +15,7 @@ COMMANDS = {
     "demo": ("demo", "synthetic data -> prepare -> the four stages -> a table"),
     "plan": ("store.plan_command", "what abaw-train would train, resume, reuse"),
     "report": ("report.report_command", "mean +/- std over seeds: table and plots"),
-    "runs": ("store.runs_command", "the stage store: disk use, dropping caches"),
+    "runs": ("store.runs_command", "the stage store: disk use, dropping caches, pruning runs"),
     "predict": ("inference.predict_command", "test submissions, or CSVs of videos and photos"),
     "export": ("inference.export_command", "the CNN (and GRU) as ONNX or TorchScript, verified"),
 }

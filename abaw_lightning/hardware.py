@@ -65,9 +65,8 @@ def check_trainer_settings(trainer_kwargs: Mapping[str, Any]) -> None:
     accelerator = resolved_accelerator(requested)
     if accelerator is None or (accelerator in GPUS and not _gpu_count(accelerator)):
         found = GPUS.get(accelerator, "CUDA or MPS GPU")
-        source = " (set by trainer=gpu and trainer=ddp)" if requested.lower() == "gpu" else ""
         raise UserError(
-            f"trainer.accelerator={requested}{source} but torch finds no {found} on this "
+            f"trainer.accelerator={requested} but torch finds no {found} on this "
             f"machine: {INSTEAD} (or trainer.accelerator=cpu to keep the other trainer settings)."
         )
     wanted = _requested_devices(trainer_kwargs.get("devices", "auto"))

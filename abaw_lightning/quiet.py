@@ -39,8 +39,15 @@ under DDP, "log val/* with sync_dist": those values come from torchmetrics' comp
 already reduced the states of every process."""
 
 LIGHTNING_INFO_LOGGER = "pytorch_lightning.utilities.rank_zero"
-LITLOGGER_TIP = re.compile(r"💡 Tip: .*litlogger")
-"""Lightning's advertisement for its cloud logger, logged at INFO on every Trainer."""
+LITLOGGER_TIP = re.compile(
+    r"💡 Tip: .*litlogger"
+    r"|`Trainer\.fit` stopped: `max_epochs=\d+` reached\."
+    r"|Restoring states from the checkpoint path at "
+    r"|Restored all states from the checkpoint at "
+)
+"""Lightning's INFO lines that the console says better: its advertisement for its cloud logger
+(on every Trainer), a fit that reached max_epochs (the epoch lines show it), and a resume (the
+stage's own `resuming from <checkpoint>` line)."""
 
 
 OPENCV_LOG_LEVELS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "8"}

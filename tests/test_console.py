@@ -78,7 +78,7 @@ def test_warnings_are_filtered_by_message_category_and_module():
     assert emitted(sync.format("train/loss"), UserWarning, result)  # not a torchmetrics value
 
 
-def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():
+def test_only_the_litlogger_tip_and_restated_lines_are_dropped_from_lightnings_info_lines():
     logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
     records: list[str] = []
     handler = logging.Handler()
@@ -91,10 +91,18 @@ def test_only_the_litlogger_tip_is_dropped_from_lightnings_info_lines():
         logger.info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://x)")
         logger.info("GPU available: False, used: False")
         logger.info("💡 Tip: something else")
+        logger.info("`Trainer.fit` stopped: `max_epochs=3` reached.")
+        logger.info("Restoring states from the checkpoint path at /r/checkpoints/last.ckpt")
+        logger.info("Restored all states from the checkpoint at /r/checkpoints/last.ckpt")
+        logger.info("`Trainer.fit` stopped: `max_steps=3` reached.")
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    assert records == ["GPU available: False, used: False", "💡 Tip: something else"]
+    assert records == [
+        "GPU available: False, used: False",
+        "💡 Tip: something else",
+        "`Trainer.fit` stopped: `max_steps=3` reached.",
+    ]
     assert len(logger.filters) == 1
 
 

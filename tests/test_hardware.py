@@ -41,7 +41,7 @@ def refusal(settings: dict) -> str:
 def test_gpu_trainer_without_a_gpu_says_what_to_pass(monkeypatch):
     gpus(monkeypatch, 0)
     assert refusal(trainer_settings("trainer=gpu")) == (
-        "trainer.accelerator=gpu (set by trainer=gpu and trainer=ddp) but torch finds no CUDA "
+        "trainer.accelerator=gpu but torch finds no CUDA "
         "or MPS GPU on this machine: pass trainer=cpu, or trainer=default, which uses a GPU when "
         "there is one (or trainer.accelerator=cpu to keep the other trainer settings)."
     )

@@ -189,10 +189,10 @@ def test_a_run_being_trained_now_reads_running_with_its_process(runs, capsys):
     with run_lock(interrupted):  # the resume of seed 3 in another terminal
         frame = report.load_runs(runs)
         assert cli.main(["report", str(runs)]) == 0
-    assert frame.loc[3, "status"].startswith(f"running (process {os.getpid()} on ")
+    assert frame.loc[3, "status"].startswith(f"running: process {os.getpid()} on ")
     assert not frame.loc[3, "complete"]
     terminal = " ".join(capsys.readouterr().out.split())
-    assert f"not averaged: paper_x/cnn_teacher seed 3: running (process {os.getpid()}" in terminal
+    assert f"not averaged: paper_x/cnn_teacher seed 3: running: process {os.getpid()}" in terminal
     assert report.load_runs(runs).loc[3, "status"] == "interrupted"  # released: as before
 
 

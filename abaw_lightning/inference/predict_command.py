@@ -21,6 +21,7 @@ from abaw_lightning.inference.submission import (
     video_index,
 )
 from abaw_lightning.inference.tracking import MAX_GAP
+from abaw_lightning.text import plural
 
 TASK_CHOICES = {"expr": ("expr",), "va": ("va",), "both": ("expr", "va")}
 FLOAT_FORMAT = "%.4f"
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"{path}: " + ", ".join(str(p) for p in written), markup=False)
     if failures:
         errors = Console(stderr=True, soft_wrap=True, highlight=False)
-        errors.print(f"[bold red]{len(failures)} input(s) failed:[/]")
+        errors.print(f"[bold red]{plural(len(failures), 'input')} failed:[/]")
         for item, message in failures:
             errors.print(f"  {item}: {message}", markup=False)
         return 1

@@ -190,7 +190,7 @@ def _run_row(experiment: str, stage: str, seed: int, run: RunDir, variant: str) 
         row |= values | {"status": "complete", "complete": True, "best_epoch": best_epoch}
         row |= {"epochs": record.get("epochs"), "wall_seconds": record.get("wall_seconds")}
     elif (holder := lock_holder(run.root)) is not None:
-        row["status"] = f"running ({holder})"
+        row["status"] = f"running: {holder}"
     elif run.last.is_file():
         row["status"] = "interrupted"
     elif run.root.is_dir():

@@ -308,7 +308,7 @@ def _run_line(run: PlannedRun, estimates_: dict[str, float]) -> str:
             extras.append(f"extracts {run.builds_on['features'].name}'s features first")
         holder = lock_holder(run.dir.root)
         if holder is not None:
-            extras.append(f"being trained now by {escape(holder)}")
+            extras.append(f"being trained now by {escape(holder)}: the job waits for it")
         detail = ", ".join(filter(None, extras))
     return f"[{colour}]{run.action:6}[/] {run.name:24} {where}  {detail}".rstrip()
 

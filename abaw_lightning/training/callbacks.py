@@ -165,7 +165,7 @@ class EpochLine(pl.Callback):
         history = next((c for c in trainer.callbacks if isinstance(c, ValidationHistory)), None)
         best = history.best() if history is not None else None
         parts = "  ".join(
-            f"{key.removeprefix('val/')} {metrics[key]:.3f}"
+            f"{key.removeprefix('val/')} {metrics[key]:.3f}".replace("-0.000", "0.000")
             for key in ("val/expr_score", "val/ccc_v", "val/ccc_a")
             if key in metrics
         )
