@@ -667,3 +667,20 @@ def test_validation_curves_count_whole_epochs_from_one(runs):
         ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
         assert ticks == sorted(rows["epoch"].unique())
         assert axis.get_xlabel() == "epoch"
+
+
+def test_a_report_into_its_old_folder_removes_only_the_files_it_no_longer_writes(tmp_path):
+    runs = tmp_path / "runs"
+    sweep_runs(runs, prepared_folder(tmp_path / "real", synthetic=False))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(runs), "--out", str(out)]) == 0
+    assert (out / "sweep" / "cnn_student" / "lam=0.3" / "curves.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "sweep" / "cnn_student" / "lam=0.9" / "figure.svg").write_text("mine too")
+    # one view alone: one student variant, so its row (and folder) has no variant any more
+    assert cli.main(["report", str(runs / "sweep+lam=0.3"), "--out", str(out)]) == 0
+    assert (out / "sweep" / "cnn_student" / "curves.png").is_file()
+    assert not (out / "sweep" / "cnn_student" / "lam=0.3").exists()  # stale and emptied: gone
+    assert not (out / "sweep" / "cnn_student" / "lam=0.9" / "curves.png").exists()
+    assert (out / "sweep" / "cnn_student" / "lam=0.9" / "figure.svg").read_text() == "mine too"
+    assert (out / "notes.txt").read_text() == "mine"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markup import escape
 
+from abaw_lightning.files import write_json_atomic
 from abaw_lightning.report import plots
 from abaw_lightning.report.compare import (
     COMPARISON_FORMATS,
@@ -46,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "runs_dir",
         type=Path,
-        help="abaw-train's runs_dir, a view in it, or a view's seed folder (holding view.json)",
+        nargs="?",
+        default=Path("runs"),
+        help="abaw-train's runs_dir (default runs), a view in it, or a view's seed folder "
+        "(holding view.json)",
     )
     parser.add_argument(
         "--format",
@@ -102,10 +107,40 @@ def row_folder(experiment: str, stage: str, variant: str) -> Path:
     return Path(*map(safe_name, parts))
 
 
+WRITTEN = ".abaw-report.json"
+"""The files the last report wrote into its --out folder, so the next one removes those it does
+not write again (a row renamed or gone) and leaves everything else there alone."""
+
+
 def write_report(runs: pd.DataFrame, out: Path, fmt: str = "md") -> list[Path]:
     """Write `summary.<fmt>`, `distributions.png` and, per experiment and stage, `curves.png`,
-    `confusion.png` and `va_density.png` (best seed) under `out`; return the written paths."""
+    `confusion.png` and `va_density.png` (best seed) under `out`; return the written paths.
+    What an earlier report wrote there and this one does not is removed."""
     out.mkdir(parents=True, exist_ok=True)
+    written = _write_report(runs, out, fmt)
+    _remove_stale(out, written)
+    return written
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    record = out / WRITTEN
+    try:
+        before = json.loads(record.read_text()) if record.is_file() else []
+    except (OSError, ValueError):
+        before = []
+    now = sorted(str(path.relative_to(out)) for path in written)
+    for name in set(before if isinstance(before, list) else []) - set(now):
+        stale = out / name
+        if stale.is_file() and out.resolve() in stale.resolve().parents:
+            stale.unlink()
+            for folder in stale.parents:  # the row folders it leaves empty
+                if folder == out or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+    write_json_atomic(record, now)
+
+
+def _write_report(runs: pd.DataFrame, out: Path, fmt: str) -> list[Path]:
     table_path = out / f"summary.{fmt}"
     table_path.write_text(FORMATS[fmt](summary(runs)))
     written = [table_path, _save(plots.metric_distributions(runs), out / "distributions.png")]

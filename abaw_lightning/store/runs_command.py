@@ -32,18 +32,24 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     du = actions.add_parser("du", help="disk use of the store per stage kind")
-    du.add_argument("runs_dir", type=Path, help="abaw-train's runs_dir")
+    du.add_argument(
+        "runs_dir", type=Path, nargs="?", default=Path("runs"), help="abaw-train's runs_dir (runs)"
+    )
     features = actions.add_parser(
         "drop-features", help="delete feature caches whose GRU runs are all complete"
     )
-    features.add_argument("runs_dir", type=Path, help="abaw-train's runs_dir")
+    features.add_argument(
+        "runs_dir", type=Path, nargs="?", default=Path("runs"), help="abaw-train's runs_dir (runs)"
+    )
     features.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
     prune_parser = actions.add_parser(
         "prune",
         help="delete unfinished runs that no process is training (a run left behind when its "
         "settings changed; it would resume if they came back), and views left with no run",
     )
-    prune_parser.add_argument("runs_dir", type=Path, help="abaw-train's runs_dir")
+    prune_parser.add_argument(
+        "runs_dir", type=Path, nargs="?", default=Path("runs"), help="abaw-train's runs_dir (runs)"
+    )
     prune_parser.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
 
 
