@@ -112,7 +112,7 @@ def test_export_rejects_wrong_checkpoints_and_formats(checkpoints, tmp_path, cap
     cnn, gru = (str(path) for path in checkpoints)
     out = str(tmp_path / "model.onnx")
     assert main(["export", "--ckpt", gru, "--out", out]) == 2
-    assert "is it a CNN-stage checkpoint?" in capsys.readouterr().err
+    assert "is a GRU-stage checkpoint: pass it as --gru-ckpt" in capsys.readouterr().err
     assert main(["export", "--ckpt", str(tmp_path / "nope.ckpt"), "--out", out]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -11,7 +11,7 @@ from abaw_lightning.inference.export import CHECK_BATCH, FORMATS, export_models
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="CNN-stage checkpoint (best.ckpt)")
     parser.add_argument("--gru-ckpt", help="GRU-stage checkpoint, written to <out>_gru<suffix>")
-    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="(default onnx)")
     parser.add_argument("--out", required=True, type=Path, help="file to write (.onnx / .pt)")
 
 

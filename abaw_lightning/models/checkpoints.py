@@ -54,6 +54,11 @@ def load_cnn_and_settings(path: str | Path) -> tuple[MultitaskCNN, dict]:
     hyperparameters = checkpoint.get("hyper_parameters", {})
     settings = hyperparameters.get("model")
     if not isinstance(settings, dict):
+        if "window_length" in hyperparameters:  # what a GRU stage records
+            raise UserError(
+                f"{path} is a GRU-stage checkpoint: pass it as --gru-ckpt, and the checkpoint of "
+                "the CNN student it was trained on as --ckpt"
+            )
         raise UserError(f"{path} has no model settings: is it a CNN-stage checkpoint?")
     model = MultitaskCNN(**rebuild_settings(settings))
     return _load(model, checkpoint, Path(path)), hyperparameters
