@@ -123,16 +123,39 @@ def check_job(cfg: DictConfig) -> None:
                 f"stages.{name} is not a stage (it has no module._target_): {hint}drop the "
                 f"override that added it; the stages are {[s for s in stages if s != name]}"
             )
-    for name in stages:
-        _check_counts(stages[name], f"stages.{name}")
     nodes = {"trainer": cfg.get("trainer"), "logger": cfg.get("logger")}
     nodes |= {f"callbacks.{k}": v for k, v in (cfg.get("callbacks") or {}).items()}
     for name in stages:
         for part in ("module", "datamodule"):
             nodes[f"stages.{name}.{part}"] = stages[name].get(part)
-    for path, node in nodes.items():
-        if isinstance(node, DictConfig):
-            _check_targets(_container(node), path)
+    try:
+        for name in stages:
+            _check_counts(stages[name], f"stages.{name}")
+        for path, node in nodes.items():
+            if isinstance(node, DictConfig):
+                _check_targets(_container(node), path)
+    except UserError as error:  # named as the user sets it: model.arch, not stages.*.model.arch
+        path, rest = re.match(r"([\w.\[\]]+)(.*)", str(error), re.DOTALL).groups()
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        raise UserError(_set_as(raw, path) + rest) from error
+
+
+INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
+
+
+def _set_as(raw: dict, path: str) -> str:
+    """The key a user sets for the setting at ``path``: following the interpolations on the
+    way (``stages.cnn_teacher.module.model`` is ``${model}``, so ``...model.arch`` is
+    ``model.arch``)."""
+    parts, node = path.split("."), raw
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            return path
+        node = node[part]
+        found = INTERPOLATION.fullmatch(node) if isinstance(node, str) else None
+        if found:
+            return _set_as(raw, ".".join([found.group(1), *parts[depth + 1 :]]))
+    return path
 
 
 COUNTS = {

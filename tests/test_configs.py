@@ -38,8 +38,8 @@ from abaw_lightning.errors import UserError
         ("stages.cnn_student.module.distillation.lam=1.5", "lam=1.5 must lie in [0, 1]"),
         ("stages.cnn_student.module.distillation.kd_t2=yes", "kd_t2='yes' must be true or false"),
         ("stages.cnn_teacher.max_epochs=abc", "max_epochs='abc' must be a whole number"),
-        ("data.batch_size=0", "datamodule.batch_size=0 must be a whole number of at least 1"),
-        ("data.image_size=abc", "datamodule.image_size='abc' must be a whole number"),
+        ("data.batch_size=0", "data.batch_size=0 must be a whole number of at least 1"),
+        ("data.image_size=abc", "data.image_size='abc' must be a whole number"),
     ],
 )
 def test_a_mistake_in_the_config_is_one_error_naming_it(tmp_path, override, message):
@@ -47,6 +47,8 @@ def test_a_mistake_in_the_config_is_one_error_naming_it(tmp_path, override, mess
     with pytest.raises(UserError) as error:
         check_job(cfg)
     assert message in " ".join(str(error.value).split())
+    if not override.startswith("+"):  # named by the key the user set, not where it ends up
+        assert str(error.value).startswith(override.partition("=")[0].split(".", 1)[0])
 
 
 @pytest.mark.parametrize(
