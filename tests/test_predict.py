@@ -232,7 +232,7 @@ def test_submission_list_naming_a_missing_video(checkpoints, abaw_test, tmp_path
     args += ["--list", str(abaw_test / "test_set_VA_Challenge.txt")]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "1 input(s) failed" in err
+    assert "1 input failed" in err
     assert "999-missing: no face crops for 999-missing" in err
     assert sorted(p.name for p in (out / "EXPR_Set").iterdir()) == [
         "101-30-640x360.txt",

@@ -230,8 +230,8 @@ def test_compiled_backbone_keeps_checkpoint_keys():
     assert compiled.hparams.compile_backbone is True
 
 
-def test_multirun_user_error_fails_its_job_and_the_others_still_run(tmp_path, monkeypatch, capfd):
-    with pytest.raises(SystemExit) as exit_:  # Hydra runs both jobs, then exits non-zero
+def test_a_sweep_whose_jobs_cannot_run_stops_before_the_first(tmp_path, monkeypatch, capfd):
+    with pytest.raises(SystemExit) as exit_:
         train_in_process(
             monkeypatch,
             "-m",
@@ -240,12 +240,34 @@ def test_multirun_user_error_fails_its_job_and_the_others_still_run(tmp_path, mo
             f"data.root={tmp_path}/none",
             f"runs_dir={tmp_path}",
         )
-    assert exit_.value.code != 0
+    assert exit_.value.code == 2
     err = capfd.readouterr().err
     expected = (
         f"error: prepared data folder {tmp_path}/none does not exist: run `abaw prepare ... "
         f"--out {tmp_path}/none` first (or set data.root to it)."
     )
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [expected]
+    assert "Traceback" not in err and len(err.splitlines()) <= 3, err
+    assert not (tmp_path / "multirun").exists()  # no job was launched
+
+
+def test_multirun_user_error_fails_its_job_and_the_others_still_run(
+    prepared, tmp_path, monkeypatch, capfd
+):
+    with pytest.raises(SystemExit) as exit_:  # Hydra runs both jobs, then exits non-zero
+        train_in_process(
+            monkeypatch,
+            "-m",
+            "experiment=demo",
+            "stage=cnn_student",  # no teacher: each job refuses at its start, not at the plan
+            "seed=0,1",
+            f"data.root={prepared}",
+            f"runs_dir={tmp_path}",
+        )
+    assert exit_.value.code != 0
+    err = capfd.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert errors == [expected] * 3  # each job's line, then Hydra's summary of the first failure
+    assert len(errors) == 3  # each job's line, then Hydra's summary of the first failure
+    assert all("builds on cnn_teacher, not complete for seed" in line for line in errors)
+    assert {"seed 0" in errors[0], "seed 1" in errors[1]} == {True}
     assert "Traceback" not in err and len(err.splitlines()) <= 10, err
