@@ -164,6 +164,7 @@ COUNTS = {
     "datamodule.batch_size": 1,
     "datamodule.val_batch_size": 1,
     "datamodule.image_size": 1,
+    "datamodule.num_workers": 0,
 }
 """A stage's settings that must be whole numbers, each with its least value."""
 
@@ -226,7 +227,7 @@ def _options(function: Callable, name: str) -> tuple | None:
 def _choices(options: tuple) -> tuple | None:
     """The values an annotation ``Literal[...]`` (or ``Literal[...] | None``) allows."""
     literals = [o for o in options if typing.get_origin(o) is typing.Literal]
-    allowed = [value for literal in literals for value in typing.get_args(literal)]
+    allowed = list(dict.fromkeys(v for literal in literals for v in typing.get_args(literal)))
     if not allowed:
         return None
     return (*allowed, None) if type(None) in options else tuple(allowed)
@@ -286,14 +287,19 @@ def _check_targets(node: Any, path: str) -> None:
             continue
         choices = _choices(options)
         if choices is not None and value not in choices:
-            shown = " | ".join("null" if c is None else str(c) for c in choices)
+            shown = " | ".join(dict.fromkeys("null" if c is None else str(c) for c in choices))
             raise UserError(f"{path}.{key}={value} is not one of {shown}")
         wanted = _wrong_type(options, value)
         if wanted is not None:
             raise UserError(f"{path}.{key}={value!r} must be {wanted}")
+    settings = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
     if dataclasses.is_dataclass(target):  # plain settings: build them now to check their ranges
-        settings = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
+        check: Callable | None = target
+    else:  # a class's own check of what only its start would refuse (a stage's optimizer)
+        check = getattr(target, "check_settings", None)
+    if check is not None:
         try:
-            target(**settings)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"{path}: {error}") from error
+            check(**settings)
+        except (TypeError, ValueError) as error:  # "lam=1.5 must ..." names a key under path
+            joint = "." if re.match(r"[\w.]+=", str(error)) else ": "
+            raise UserError(f"{path}{joint}{error}") from error

@@ -35,11 +35,25 @@ from abaw_lightning.errors import UserError
             "stages.cnn_student.module.distillation.lam=abc",
             "distillation.lam='abc' must be a number",
         ),
-        ("stages.cnn_student.module.distillation.lam=1.5", "lam=1.5 must lie in [0, 1]"),
+        (
+            "stages.cnn_student.module.distillation.lam=1.5",
+            "stages.cnn_student.module.distillation.lam=1.5 must lie in [0, 1]",
+        ),
         ("stages.cnn_student.module.distillation.kd_t2=yes", "kd_t2='yes' must be true or false"),
         ("stages.cnn_teacher.max_epochs=abc", "max_epochs='abc' must be a whole number"),
         ("data.batch_size=0", "data.batch_size=0 must be a whole number of at least 1"),
         ("data.image_size=abc", "data.image_size='abc' must be a whole number"),
+        ("data.num_workers=-1", "data.num_workers=-1 must be a whole number of at least 0"),
+        (
+            "stages.cnn_teacher.module.optimizer.lr=abc",
+            "stages.cnn_teacher.module.optimizer.lr='abc' must be a positive number",
+        ),
+        ("stages.gru_teacher.module.optimizer.lr=-1", "optimizer.lr=-1 must be a positive number"),
+        (
+            "stages.cnn_student.module.optimizer.betas=[0.5,1.5]",
+            "optimizer.betas=[0.5, 1.5] must be two numbers in [0, 1)",
+        ),
+        ("trainer.precision=abc", "is not one of 64 | 32 | 16 | transformer-engine |"),
     ],
 )
 def test_a_mistake_in_the_config_is_one_error_naming_it(tmp_path, override, message):

@@ -65,6 +65,18 @@ class AffectStage(pl.LightningModule):
             self.model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"])
         )
 
+    @classmethod
+    def check_settings(cls, optimizer: Mapping, **_: object) -> None:
+        """Raise ValueError, naming the setting, for ``optimizer`` settings Adam would refuse
+        only when the stage starts (`check_job` calls it before anything runs)."""
+        lr, betas = optimizer.get("lr"), optimizer.get("betas")
+        if not _number(lr) or lr <= 0:
+            raise ValueError(f"optimizer.lr={lr!r} must be a positive number")
+        if not (isinstance(betas, list | tuple) and len(betas) == 2):
+            raise ValueError(f"optimizer.betas={betas!r} must be two numbers in [0, 1)")
+        if not all(_number(beta) and 0 <= beta < 1 for beta in betas):
+            raise ValueError(f"optimizer.betas={betas!r} must be two numbers in [0, 1)")
+
     def training_step(self, batch: Mapping, batch_idx: int) -> Tensor:
         outputs, labels = self.training_outputs(batch)
         loss = self.loss(outputs, labels)
@@ -124,3 +136,7 @@ class Student:
     def distillation_loss(self, outputs: Parts, teacher_outputs: Parts, labels: Parts) -> Tensor:
         """Eq. 10 (or Eq. 9) with this student's distillation settings."""
         return self.distillation.loss(outputs, teacher_outputs, labels, self.va_anchors)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
