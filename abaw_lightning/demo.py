@@ -12,6 +12,7 @@ from rich.table import Table
 
 from abaw_lightning.errors import UserError
 from abaw_lightning.schema import METRIC_NAMES
+from abaw_lightning.text import decimals
 
 console = Console()
 METRICS = tuple(METRIC_NAMES[name] for name in ("expr_score", "expr_f1", "ccc_v", "ccc_a", "total"))
@@ -93,37 +94,38 @@ def results_table(results: dict[str, dict]) -> Table:
     table.add_column("epochs", justify="right")
     for stage, result in results.items():
         best = result["best"]
-        row = [f"{best[metric]:.3f}" for metric in METRICS]
+        row = [decimals(best[metric]) for metric in METRICS]
         table.add_row(stage, *row, str(result["epochs"]))
-    table.add_row("chance", *(f"{CHANCE[metric]:.3f}" for metric in METRICS), "", style="dim")
+    table.add_row("chance", *(decimals(CHANCE[metric]) for metric in METRICS), "", style="dim")
     return table
 
 
 def run(args: argparse.Namespace) -> int:
     from hydra import initialize_config_dir
 
-    from abaw_lightning.configs import CONFIG_DIR, compose_job
+    from abaw_lightning.configs import CONFIG_DIR, check_job, compose_job
     from abaw_lightning.pipeline import run_pipeline
     from abaw_lightning.store.plan import duration
     from abaw_lightning.store.views import view_name
 
     started = time.monotonic()
-    prepared = synthesize_and_prepare(args.out, args.seed, args.scale)
     settings = [*SCALE_OVERRIDES.get(args.scale, ()), *args.overrides]
     overrides = [
         "experiment=demo",
-        f"data.root={prepared}",
+        f"data.root={args.out / 'prepared'}",
         f"runs_dir={args.out / 'runs'}",
         f"seed={args.seed}",
         *settings,
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose_job(overrides)
+    check_job(cfg)  # a mistyped override before minutes of synthesis
+    synthesize_and_prepare(args.out, args.seed, args.scale)
     results = run_pipeline(cfg, overrides=settings)
     if not results:  # dry_run=true: the plan was all
         return 0
     console.print(results_table(results))
-    view = args.out / "runs" / view_name("demo", settings) / f"seed_{args.seed}"
+    view = Path(cfg.runs_dir) / view_name(cfg.experiment_name, settings) / f"seed_{cfg.seed}"
     console.print(
         f"done in {duration(time.monotonic() - started)}; runs in {view}",
         soft_wrap=True,

@@ -21,6 +21,7 @@ from abaw_lightning.configs import CONFIG_DIR
 from abaw_lightning.data.synth.scales import SCALES
 from abaw_lightning.errors import UserError, print_user_error
 from abaw_lightning.quiet import LIGHTNING_INFO_LOGGER, quiet_libraries
+from abaw_lightning.text import decimals
 from abaw_lightning.training.callbacks import EpochLine, ProgressBar
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -212,3 +213,13 @@ def test_epoch_lines_progress_bar_and_early_stop_count_epochs_from_one(capsys):
     bar._trainer = SimpleNamespace(max_epochs=8)
     assert bar._get_train_description(0).strip() == "Epoch 1/8"
     assert bar._get_train_description(7).strip() == "Epoch 8/8"
+
+
+def test_numbers_that_round_to_zero_never_read_minus_zero():
+    assert [decimals(v) for v in (-0.0001, -0.0, 0.0004, -0.0006, -1.5)] == [
+        "0.000",
+        "0.000",
+        "0.000",
+        "-0.001",
+        "-1.500",
+    ]

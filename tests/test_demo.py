@@ -47,3 +47,10 @@ def test_demo_refuses_data_of_another_scale_or_seed_and_says_where_to_go(tmp_pat
     assert f"{tmp_path} holds the synthetic data of --scale tiny --seed 0" in error
     assert f"--out {tmp_path}-tiny-3" in error and f"delete {synth}" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # nothing prepared or trained
+
+
+def test_demo_checks_its_overrides_before_making_any_data(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "stages.gru_student.max_epochs=abc"]) == 2
+    assert "stages.gru_student.max_epochs='abc' must be a whole number" in capsys.readouterr().err
+    assert not out.exists()  # no synthesis, no prepare, no run

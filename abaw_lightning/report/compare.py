@@ -17,7 +17,7 @@ from scipy import stats
 from abaw_lightning.errors import UserError
 from abaw_lightning.report.runs import row_id
 from abaw_lightning.report.tables import DISPLAY, add_columns, markdown, plain
-from abaw_lightning.text import plural
+from abaw_lightning.text import decimals, plural
 
 CONFIDENCE = 0.95
 SMALLEST_P = 0.001
@@ -108,8 +108,8 @@ def format_comparison(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "metric": table["metric"].map(DISPLAY),
-            "A": table["a_mean"].map(lambda v: f"{v:.3f}"),
-            "B": table["b_mean"].map(lambda v: f"{v:.3f}"),
+            "A": table["a_mean"].map(decimals),
+            "B": table["b_mean"].map(decimals),
             "B − A": table["difference"].map(number),
             f"{CONFIDENCE:.0%} CI": [
                 "–" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from abaw_lightning.report.runs import METRICS, PAPER
+from abaw_lightning.text import decimals
 
 PAPER_COLUMNS = ("paper_expr", "paper_valence", "paper_arousal")
 TEXT_COLUMNS = ("experiment", "variant", "settings", "stage", "incomplete", "metric")
@@ -66,7 +67,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 def _cell(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "–"
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    return decimals(mean) if math.isnan(std) else f"{decimals(mean)} ± {decimals(std)}"
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         shown[title] = [_cell(m, s) for m, s in zip(means, stds, strict=True)]
     if table[list(PAPER_COLUMNS)].notna().any(axis=None):
         for column, title in zip(PAPER_COLUMNS, ("paper EXPR", "paper V", "paper A"), strict=True):
-            shown[title] = ["" if math.isnan(v) else f"{v:.3f}" for v in table[column]]
+            shown[title] = ["" if math.isnan(v) else decimals(v) for v in table[column]]
     if table["incomplete"].map(len).any():
         shown["incomplete"] = table["incomplete"].map("; ".join)
     return shown
@@ -167,7 +168,7 @@ def rich_table(table: pd.DataFrame, title: str) -> Table:
     for column, paper in zip(("EXPR", "Valence", "Arousal"), PAPER_COLUMNS, strict=True):
         for cell, figure in zip(cells[column], table[paper], strict=True):
             if not math.isnan(figure):
-                cell.append(f"\npaper {figure:.3f}", style="dim")
+                cell.append(f"\npaper {decimals(figure)}", style="dim")
     out = Table(title=title)
     add_columns(out, cells.map(str))
     for row in cells.itertuples(index=False):

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from abaw_lightning.quiet import quiet_libraries
 from abaw_lightning.schema import VAL_METRICS
-from abaw_lightning.text import plural
+from abaw_lightning.text import decimals, plural
 
 
 class ValidationHistory(pl.Callback):
@@ -165,7 +165,7 @@ class EpochLine(pl.Callback):
         history = next((c for c in trainer.callbacks if isinstance(c, ValidationHistory)), None)
         best = history.best() if history is not None else None
         parts = "  ".join(
-            f"{key.removeprefix('val/')} {metrics[key]:.3f}".replace("-0.000", "0.000")
+            f"{key.removeprefix('val/')} {decimals(metrics[key])}"
             for key in ("val/expr_score", "val/ccc_v", "val/ccc_a")
             if key in metrics
         )
