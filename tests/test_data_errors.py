@@ -380,3 +380,14 @@ def test_a_data_root_that_is_no_prepared_folder_says_what_to_run(tmp_path, sourc
     else:
         assert "holds no prepared tables" in message
     assert not (tmp_path / "runs").exists()  # refused at the plan: nothing written
+
+
+def test_a_data_root_holding_a_prepared_folder_names_it(tmp_path):
+    demo = tmp_path / "demo"  # abaw demo's --out: synth/, prepared/, runs/
+    (demo / "prepared").mkdir(parents=True)
+    (demo / "prepared" / "manifest.json").write_text("{}")
+    overrides = ["experiment=demo", f"data.root={demo}", f"runs_dir={tmp_path / 'runs'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with pytest.raises(UserError, match=f"set data.root={demo / 'prepared'}$"):
+        pipeline.run_pipeline(cfg)

@@ -429,7 +429,8 @@ def test_prune_deletes_unfinished_runs_no_process_trains_and_their_views(
             f"would delete {unfinished['1e-2'].root} (started, no checkpoint, no epoch validated"
             in dry
         )
-        assert str(unfinished["1e-4"].root) not in dry and str(complete) not in dry
+        assert f"kept {unfinished['1e-4'].root}: being trained now by process {os.getpid()}" in dry
+        assert str(complete) not in dry
         assert f"would delete the view {runs / 'demo+lr=1e-2' / 'seed_0'}" in dry
         assert unfinished["1e-2"].root.is_dir()  # a dry run deletes nothing
         assert cli.main(["runs", "prune", str(runs)]) == 0

@@ -86,12 +86,13 @@ def drop(droppable: Droppable) -> None:
     shutil.rmtree(droppable.run.features)
 
 
-def prunable_runs(runs_dir: str | Path) -> list[tuple[RunDir, int]]:
-    """The store's unfinished runs that no process is training now, with their bytes."""
+def unfinished_runs(runs_dir: str | Path) -> list[tuple[RunDir, int, str | None]]:
+    """The store's unfinished runs, with their bytes and the process training each now, if one
+    is (those are not to be pruned)."""
     return [
-        (run, folder_bytes(run.root))
+        (run, folder_bytes(run.root), lock_holder(run.root))
         for run in store_runs(runs_dir)
-        if not run.complete and lock_holder(run.root) is None
+        if not run.complete
     ]
 
 

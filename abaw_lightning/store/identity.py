@@ -158,6 +158,12 @@ def data_identity(root: str | Path) -> str:
 
 def _not_prepared(folder: Path) -> str:
     """What to do with a data.root that holds no prepared tables, by what it holds instead."""
+    inside = [path.parent for path in sorted(folder.glob("*/manifest.json"))]
+    if inside:  # abaw demo's --out, or a folder of prepared folders
+        return (
+            f"{folder} is no prepared folder, but holds {', '.join(map(str, inside))}: set "
+            f"data.root={inside[0]}"
+        )
     sources = [
         name for name in ("affwild2", "expw", "afew_va", "affectnet") if (folder / name).is_dir()
     ]

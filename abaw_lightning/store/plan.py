@@ -328,7 +328,8 @@ def print_sweep_plan(plans: list[Plan], console: Console) -> None:
     estimates_ = {key: value for plan in plans for key, value in plan.estimates.items()}
     slots = sum(len(plan.steps) for plan in plans)
     console.print(
-        f"[bold]plan of the sweep[/]: {plural(len(plans), 'job')}, {plural(slots, 'stage')}, "
+        f"[bold]{'plan of the sweep' if len(plans) > 1 else 'plan'}[/]: "
+        f"{plural(len(plans), 'job')}, {plural(slots, 'stage')}, "
         + summary_line(runs, estimates_, noun="distinct run"),
         highlight=False,
     )

@@ -18,8 +18,8 @@ from abaw_lightning.store.disk import (
     drop,
     droppable_caches,
     orphaned_views,
-    prunable_runs,
     prune,
+    unfinished_runs,
 )
 from abaw_lightning.store.plan import progress
 from abaw_lightning.store.runs import remove_view, store_dir
@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _prune(runs_dir: Path, dry_run: bool) -> int:
     removed, freed = set(), 0
-    for run, count in prunable_runs(runs_dir):
+    for run, count, holder in unfinished_runs(runs_dir):
+        if holder is not None:
+            console.print(f"kept {run.root}: being trained now by {holder}", highlight=False)
+            continue
         done = progress(run)
         state = "interrupted" if run.interrupted else "started, no checkpoint"
         state += f", after epoch {done['epoch'] + 1}" if done else ", no epoch validated"
