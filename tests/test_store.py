@@ -122,8 +122,9 @@ def test_view_names_keep_only_result_changing_overrides():
         "stages.cnn_teacher.module.optimizer.lr=1e-3",
         "stages.cnn_student.module.optimizer.lr=1e-2",
     ]
-    assert view_name("x", both) == (
-        "x+stages.cnn_teacher.module.optimizer.lr=1e-3+stages.cnn_student.module.optimizer.lr=1e-2"
+    assert view_name("x", both) == "x+cnn_teacher.lr=1e-3+cnn_student.lr=1e-2"
+    assert view_name("x", ["stages.gru_student.max_epochs=2", "data.parts=[expr,va]"]) == (
+        "x+gru_student.max_epochs=2+parts=[expr,va]"
     )
     assert view_name("x", [f"data.parts=[{'a' * 200}]"]).startswith("x+")
     assert len(view_name("x", [f"data.parts=[{'a' * 200}]"])) < 20

@@ -55,11 +55,24 @@ def _split(override: str) -> tuple[str, str] | None:
     return (key.strip(), value.strip().strip("'\"")) if sep else None
 
 
+STAGE_SETTINGS = ("max_epochs", "patience", "lr", "betas")
+"""Settings every stage has: named with their stage (``gru_student.max_epochs=2``)."""
+
+
+def _short_key(key: str) -> str:
+    """``lam`` for ``stages.cnn_student.module.distillation.lam``; ``cnn_teacher.lr`` for a
+    setting every stage has."""
+    parts = key.split(".")
+    if len(parts) > 2 and parts[0] == "stages" and parts[-1] in STAGE_SETTINGS:
+        return f"{parts[1]}.{parts[-1]}"
+    return parts[-1]
+
+
 def variant_labels(overrides: list[str]) -> list[str]:
     """``lam=0.3`` for ``stages.cnn_student.module.distillation.lam=0.3``, and so on, for the
     overrides that change what a job computes (the full key where two would read the same)."""
     pairs = [pair for pair in map(_split, overrides) if pair and not _not_naming(pair[0])]
-    short = [key.rsplit(".", 1)[-1] for key, _ in pairs]
+    short = [_short_key(key) for key, _ in pairs]
     labels = []
     for (key, value), name in zip(pairs, short, strict=True):
         shown = key if short.count(name) > 1 else name
