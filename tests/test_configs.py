@@ -54,6 +54,8 @@ from abaw_lightning.errors import UserError
             "optimizer.betas=[0.5, 1.5] must be two numbers in [0, 1)",
         ),
         ("trainer.precision=abc", "is not one of 64 | 32 | 16 | transformer-engine |"),
+        ("model.dropout=2", "model.dropout=2 must lie in [0, 1)"),
+        ("model.weights=ferplus", "model.weights_path=null: weights=ferplus reads its file"),
     ],
 )
 def test_a_mistake_in_the_config_is_one_error_naming_it(tmp_path, override, message):

@@ -49,6 +49,16 @@ class MultitaskCNN(nn.Module):
         self.expr_head = Head(self.backbone.num_features, NUM_EXPR, dropout, norm1d)
         self.va_head = Head(self.backbone.num_features, NUM_VA_LOGITS, dropout, norm1d)
 
+    @classmethod
+    def check_settings(
+        cls, dropout: float = 0.5, weights: str = "none", **settings: object
+    ) -> None:
+        """Raise ValueError for settings that would fail only when the network is built."""
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout} must lie in [0, 1)")
+        if weights in ("file", "ferplus") and not settings.get("weights_path"):
+            raise ValueError(f"weights_path=null: weights={weights} reads its file from it")
+
     def forward(self, images: Tensor, part_sizes: Sequence[int] | None = None) -> dict[str, Tensor]:
         """``part_sizes``: the batch is consecutive parts of these sizes (per-part BatchNorm)."""
         with part_statistics(self, part_sizes):
