@@ -401,7 +401,7 @@ def test_a_verbose_plan_names_each_sweep_point_and_what_else_each_run_does(
     assert re.search(r"plan demo\+lam=0\.9\+image_size=32\S+ seed 0: 4 runs: 4 to train", out)
     assert f"being trained now by process {os.getpid()} on " in out
     assert "gru_teacher store/gru_teacher/" in out
-    assert "extracts cnn_student's features first" in out
+    assert out.count("extracts cnn_student's features first") == 2  # per job: GRU teacher only
     assert "2 jobs, 8 stages, 7 distinct runs" in out  # one teacher for both values of lam
     assert not runs.exists() or not list(runs.glob("demo*"))  # planning writes no view
 

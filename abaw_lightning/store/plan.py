@@ -278,8 +278,9 @@ def print_plan(plan: Plan, console: Console, view: str | None = None) -> None:
         f"[bold]plan[/] {name} seed {plan.seed}: {summary_line(steps, plan.estimates)}",
         highlight=False,
     )
+    extracting: set[Path] = set()
     for run in steps:
-        console.print(f"  {_run_line(run, plan.estimates)}", highlight=False)
+        console.print(f"  {_run_line(run, plan.estimates, extracting)}", highlight=False)
     for run in plan.runs.values():
         if not run.in_pipeline and run.action != "reuse":
             console.print(
@@ -288,7 +289,9 @@ def print_plan(plan: Plan, console: Console, view: str | None = None) -> None:
             )
 
 
-def _run_line(run: PlannedRun, estimates_: dict[str, float]) -> str:
+def _run_line(run: PlannedRun, estimates_: dict[str, float], extracting: set[Path]) -> str:
+    """A run's plan line; ``extracting``: the feature caches an earlier line extracts (a cache
+    shared by the GRU teacher and student is extracted once, before the first)."""
     colour = {"train": "cyan", "resume": "yellow", "reuse": "green"}[run.action]
     where = f"store/{run.kind}/{run.key}"
     if run.action == "reuse":
@@ -304,8 +307,10 @@ def _run_line(run: PlannedRun, estimates_: dict[str, float]) -> str:
         extras = [detail]
         if run.key in estimates_:
             extras.append(f"~{duration(estimates_[run.key])}")
-        if run.features is not None and not (run.features / MANIFEST).is_file():
+        cache = run.features
+        if cache is not None and cache not in extracting and not (cache / MANIFEST).is_file():
             extras.append(f"extracts {run.builds_on['features'].name}'s features first")
+            extracting.add(cache)
         holder = lock_holder(run.dir.root)
         if holder is not None:
             extras.append(f"being trained now by {escape(holder)}: the job waits for it")
