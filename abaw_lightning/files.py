@@ -3,6 +3,7 @@ file beside the target, fsync, rename, fsync of the folder) and the sha256 of a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,9 +18,8 @@ def sync_dir(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # some file systems cannot sync a folder
+            os.fsync(descriptor)
     finally:
         os.close(descriptor)
 

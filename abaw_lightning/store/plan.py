@@ -8,6 +8,7 @@ teacher setting changes every run that depends on it, and only those.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import sys
@@ -296,11 +297,8 @@ def _run_line(run: PlannedRun, estimates_: dict[str, float], extracting: set[Pat
     where = f"store/{run.kind}/{run.key}"
     if run.action == "reuse":
         detail = ""
-        try:
-            best = run.dir.read_metrics()["best"]["val/total"]
-            detail = f"best val/total {best:.4f}"
-        except (UserError, KeyError, TypeError):
-            pass
+        with contextlib.suppress(UserError, KeyError, TypeError):  # unreadable: no figure shown
+            detail = f"best val/total {run.dir.read_metrics()['best']['val/total']:.4f}"
     else:
         done = progress(run.dir)
         detail = f"from epoch {done['epoch'] + 1}" if run.action == "resume" and done else ""

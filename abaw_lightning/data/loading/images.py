@@ -3,6 +3,7 @@ cannot be read, the advice that actually fixes it (the `abaw prepare` command it
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -59,10 +60,8 @@ def read_prepared_image(root: Path, image: str, where: str = "") -> np.ndarray:
     """The RGB crop or frame ``image`` of the prepared folder ``root``; one that cannot be read
     is a UserError naming it (and ``where``, e.g. its table row) and what fixes it."""
     path = Path(root) / image
-    try:
+    with contextlib.suppress(UserError):  # said again below, with the advice that fixes it
         if path.is_file():  # OpenCV would also print a warning for a missing file
             return read_image(path)
-    except UserError:
-        pass
     place = f" ({where})" if where else ""
     raise UserError(f"cannot read {path}{place}: {unreadable_image_advice(root, image)}")

@@ -9,6 +9,7 @@ number of workers, their order and a restart change nothing.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -33,7 +34,7 @@ def _shard() -> tuple[int, int]:
     return 0, 1
 
 
-class EpochSampler(Sampler[Draw]):
+class EpochSampler(Sampler[Draw], ABC):
     """Base: ``set_epoch`` (Lightning calls it) picks the epoch's draws; ``start_at`` makes the
     next iteration begin at a position (a resumed epoch skips what it already trained on).
 
@@ -58,9 +59,9 @@ class EpochSampler(Sampler[Draw]):
     def start_at(self, position: int) -> None:
         self._start = int(position)
 
+    @abstractmethod
     def rows(self) -> np.ndarray:
         """The epoch's rows, in order (``num_samples`` of them)."""
-        raise NotImplementedError
 
     def __iter__(self) -> Iterator[Draw]:
         start, self._start = self._start, 0
