@@ -9,7 +9,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,12 @@ def compose_job(job: list[str]) -> DictConfig:
         raise UserError(_explain(error, job)) from error
 
 
+def _closest(name: str, known: Iterable[Any]) -> str | None:
+    """The one of ``known`` that ``name`` most likely mistypes, if any is close."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], 1)
+    return close[0] if close else None
+
+
 def _explain(error: HydraException, job: list[str]) -> str:
     """One line for Hydra's composition error: what is wrong, and the likely fix."""
     text = str(error)
@@ -78,9 +84,9 @@ def _explain(error: HydraException, job: list[str]) -> str:
             if not isinstance(node, DictConfig):
                 break
             if part not in node:  # the first part that is not there: the likely typo
-                close = difflib.get_close_matches(part, [str(k) for k in node], 1)
+                close = _closest(part, node)
                 if close:
-                    fixed = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
+                    fixed = ".".join([*parts[:depth], close, *parts[depth + 1 :]])
                     guess = f"did you mean {fixed}? "
                 break
             node = node[part]
@@ -88,8 +94,8 @@ def _explain(error: HydraException, job: list[str]) -> str:
     if missing:
         group, option = missing.groups()
         options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-        close = difflib.get_close_matches(option, options, 1)
-        guess = f"did you mean {group}={close[0]}? " if close else ""
+        close = _closest(option, options)
+        guess = f"did you mean {group}={close}? " if close else ""
         return f"{group}={option} is not an option: {guess}the options are {', '.join(options)}"
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return f"cannot compose the config of {' '.join(job)}: {first}"
@@ -117,8 +123,8 @@ def check_job(cfg: DictConfig) -> None:
     for name in stages:
         node = stages[name]
         if not isinstance(node, DictConfig) or "_target_" not in (node.get("module") or {}):
-            close = difflib.get_close_matches(str(name), [str(s) for s in stages if s != name], 1)
-            hint = f"did you mean stages.{close[0]}? " if close else ""
+            close = _closest(str(name), [s for s in stages if s != name])
+            hint = f"did you mean stages.{close}? " if close else ""
             raise UserError(
                 f"stages.{name} is not a stage (it has no module._target_): {hint}drop the "
                 f"override that added it; the stages are {[s for s in stages if s != name]}"
@@ -279,8 +285,8 @@ def _check_targets(node: Any, path: str) -> None:
         if key not in accepted:
             if any_keyword:
                 continue
-            close = difflib.get_close_matches(key, list(accepted), 1)
-            hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(accepted)}"
+            close = _closest(key, accepted)
+            hint = f"did you mean {close}?" if close else f"it takes {', '.join(accepted)}"
             raise UserError(f"{path}.{key}: {target_name} takes no setting {key!r}: {hint}")
         options = _options(accepted[key], key)
         if options is None or (isinstance(value, str) and "${" in value):

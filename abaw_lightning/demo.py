@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def synthesize_and_prepare(out: Path, seed: int, scale: str = "small") -> Path:
-    """The synthetic datasets (kept if already there) and their prepared folder."""
+def synthesize_and_prepare(out: Path, seed: int, scale: str = "small") -> None:
+    """The synthetic datasets in ``out/synth`` (kept if already there) and their prepared folder
+    ``out/prepared``."""
     from abaw_lightning.data.ingest.prepare import prepare
     from abaw_lightning.data.synth import generate
 
@@ -74,15 +75,13 @@ def synthesize_and_prepare(out: Path, seed: int, scale: str = "small") -> Path:
             )
     else:
         generate(synth, seed=seed, scale=scale)
-    prepared = out / "prepared"
     prepare(
         synth / "affwild2",
-        prepared,
+        out / "prepared",
         expw=synth / "expw",
         afew_va=synth / "afew_va",
         affectnet=synth / "affectnet",
     )
-    return prepared
 
 
 def results_table(results: dict[str, dict]) -> Table:

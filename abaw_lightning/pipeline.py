@@ -107,7 +107,7 @@ def _require_upstream(plan: Plan, stage: str | None) -> None:
     }
     if not missing:
         return
-    order = [name for name in _dependency_order(plan) if name in missing]
+    order = [name for name in plan.runs if name in missing]  # each after what it builds on
     if not stage:
         how = f"the same command with them added to the pipeline, pipeline=[{','.join(order)},...]"
     elif len(order) == 1:
@@ -118,21 +118,6 @@ def _require_upstream(plan: Plan, stage: str | None) -> None:
         f"{', '.join(plan.order)} builds on {', '.join(order)}, not complete for seed "
         f"{plan.seed}: run {'them' if len(order) > 1 else 'it'} first, {how}"
     )
-
-
-def _dependency_order(plan: Plan) -> list[str]:
-    """Every planned stage name, each after the stages it builds on."""
-    order: list[str] = []
-
-    def visit(run: PlannedRun) -> None:
-        for upstream in run.builds_on.values():
-            visit(upstream)
-        if run.name not in order:
-            order.append(run.name)
-
-    for run in plan.runs.values():
-        visit(run)
-    return order
 
 
 def _build(node: DictConfig, what: str, **kwargs: Any) -> Any:

@@ -28,7 +28,6 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from paper_estimate import estimate
 from rich.console import Console
 from rich.table import Table
 from synthetic_prepared import Sizes, write_prepared
+from throughput import autocast, synchronize
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from abaw_lightning.data.loading.datamodules import CnnDataModule, GruDataModule
@@ -156,17 +156,6 @@ def settings_of(args: argparse.Namespace) -> Settings:
         "more_workers": tuple(args.more_workers) or None,
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def to_device(value, device: torch.device):

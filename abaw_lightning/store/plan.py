@@ -79,6 +79,7 @@ class Plan:
     experiment: str
     seed: int
     runs: dict[str, PlannedRun]
+    """By stage name, each after the runs it builds on (`make_plan` plans those first)."""
     order: list[str]
     estimates: dict[str, float] = field(default_factory=dict)
     """Seconds left to train, per run key, where finished runs of its variant or its own

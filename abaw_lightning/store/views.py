@@ -68,10 +68,15 @@ def _short_key(key: str) -> str:
     return parts[-1]
 
 
+def _naming_pairs(overrides: list[str]) -> list[tuple[str, str]]:
+    """(key, value) of the overrides that change what a job computes, in command-line order."""
+    return [pair for pair in map(_split, overrides) if pair and not _not_naming(pair[0])]
+
+
 def variant_labels(overrides: list[str]) -> list[str]:
     """``lam=0.3`` for ``stages.cnn_student.module.distillation.lam=0.3``, and so on, for the
     overrides that change what a job computes (the full key where two would read the same)."""
-    pairs = [pair for pair in map(_split, overrides) if pair and not _not_naming(pair[0])]
+    pairs = _naming_pairs(overrides)
     short = [_short_key(key) for key, _ in pairs]
     labels = []
     for (key, value), name in zip(pairs, short, strict=True):
@@ -90,7 +95,7 @@ def view_name(experiment: str, overrides: list[str], swept: frozenset[str] = fro
     if len(name) <= MAX_NAME:
         return name
     suffix = f"+{digest(labels, length=8)}"
-    keys = [pair[0] for pair in map(_split, overrides) if pair and not _not_naming(pair[0])]
+    keys = [key for key, _ in _naming_pairs(overrides)]
     order = sorted(range(len(labels)), key=lambda i: keys[i] not in swept)
     shown = experiment
     for label in (labels[i] for i in order):
